@@ -1,0 +1,215 @@
+"""Queue, exchange and consumer `x-` arguments: which are known, valid, compared, supported.
+
+RabbitMQ validates the arguments it knows (type and range), compares only those when a
+queue or exchange is declared again, and keeps unknown ones without interpreting them.
+amqpd does the same, with one addition: a known argument whose behaviour amqpd does not
+implement yet is refused with 540 NOT_IMPLEMENTED rather than accepted and ignored, so no
+one mistakes a queue without a TTL or a length limit for one that has it.
+
+Synchronous and pure; imports amqpd.codec and amqpd.errors only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from amqpd.codec.fields import FieldTable, FieldValue, type_name
+from amqpd.errors import FeatureNotImplemented, PreconditionFailed
+
+Check = Callable[[FieldValue], str | None]  # None when valid, else RabbitMQ's reason term
+
+
+def _integer(value: FieldValue) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"{{unacceptable_type,{type_name(value)}}}"
+    return None
+
+
+def _non_negative_integer(value: FieldValue) -> str | None:
+    reason = _integer(value)
+    if reason is None and isinstance(value, int) and value < 0:
+        return f"{{value_negative,{value}}}"
+    return reason
+
+
+def _positive_integer(value: FieldValue) -> str | None:
+    reason = _integer(value)
+    if reason is None and isinstance(value, int) and value <= 0:
+        return f"{{value_zero,{value}}}" if value == 0 else f"{{value_negative,{value}}}"
+    return reason
+
+
+def _string(value: FieldValue) -> str | None:
+    if not isinstance(value, str):
+        return f"{{unacceptable_type,{type_name(value)}}}"
+    return None
+
+
+def _boolean(value: FieldValue) -> str | None:
+    if not isinstance(value, bool):
+        return f"{{unacceptable_type,{type_name(value)}}}"
+    return None
+
+
+def _one_of(*allowed: str) -> Check:
+    def check(value: FieldValue) -> str | None:
+        reason = _string(value)
+        if reason is None and value not in allowed:
+            return f"{{unacceptable_value,{value}}}" if isinstance(value, str) else reason
+        return reason
+
+    return check
+
+
+def _max_priority(value: FieldValue) -> str | None:
+    reason = _integer(value)
+    if reason is None and isinstance(value, int) and not 0 <= value <= 255:
+        return f"{{value_out_of_range,{value}}}"
+    return reason
+
+
+# The queue arguments RabbitMQ 3.10 knows: validated on declare and compared on redeclare.
+QUEUE_ARGUMENTS: Final[dict[str, Check]] = {
+    "x-expires": _positive_integer,
+    "x-message-ttl": _non_negative_integer,
+    "x-dead-letter-exchange": _string,
+    "x-dead-letter-routing-key": _string,
+    "x-max-length": _non_negative_integer,
+    "x-max-length-bytes": _non_negative_integer,
+    "x-max-in-memory-length": _non_negative_integer,
+    "x-max-in-memory-bytes": _non_negative_integer,
+    "x-max-priority": _max_priority,
+    "x-overflow": _one_of("drop-head", "reject-publish", "reject-publish-dlx"),
+    "x-queue-mode": _one_of("default", "lazy"),
+    "x-single-active-consumer": _boolean,
+    "x-queue-type": _one_of("classic", "quorum", "stream"),
+    "x-quorum-initial-group-size": _positive_integer,
+    "x-max-age": _string,
+    "x-stream-max-segment-size-bytes": _positive_integer,
+    "x-initial-cluster-size": _positive_integer,
+    "x-queue-leader-locator": _one_of("client-local", "balanced"),
+    "x-queue-master-locator": _one_of("min-masters", "client-local", "random"),
+    "x-delivery-limit": _non_negative_integer,
+    "x-dead-letter-strategy": _one_of("at-most-once", "at-least-once"),
+}
+
+# Known queue arguments that change message behaviour and that amqpd does not implement
+# yet; each is refused with 540 until it is.
+QUEUE_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset(
+    {
+        "x-expires",
+        "x-message-ttl",
+        "x-dead-letter-exchange",
+        "x-dead-letter-routing-key",
+        "x-max-length",
+        "x-max-length-bytes",
+        "x-max-priority",
+        "x-overflow",
+        "x-single-active-consumer",
+        "x-delivery-limit",
+        "x-dead-letter-strategy",
+        "x-max-age",
+        "x-stream-max-segment-size-bytes",
+    }
+)
+
+# Queue types amqpd serves today; quorum and stream are refused until they exist.
+SUPPORTED_QUEUE_TYPES: Final = frozenset({"classic"})
+
+EXCHANGE_ARGUMENTS: Final[dict[str, Check]] = {"alternate-exchange": _string}
+
+CONSUMER_ARGUMENTS: Final[dict[str, Check]] = {
+    "x-priority": _integer,
+    "x-cancel-on-ha-failover": _boolean,
+}
+CONSUMER_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset({"x-stream-offset", "x-stream-filter"})
+
+
+def _validate(
+    arguments: FieldTable, known: Mapping[str, Check], what: str, name: str, vhost: str
+) -> None:
+    for key, check in known.items():
+        if key not in arguments:
+            continue
+        reason = check(arguments[key])
+        if reason is not None:
+            raise PreconditionFailed(
+                f"invalid arg '{key}' for {what} '{name}' in vhost '{vhost}': {reason}"
+            )
+
+
+def validate_queue_arguments(arguments: FieldTable, name: str, vhost: str) -> None:
+    _validate(arguments, QUEUE_ARGUMENTS, "queue", name, vhost)
+    for key in arguments:
+        if key in QUEUE_ARGUMENTS_NOT_YET_SUPPORTED:
+            raise FeatureNotImplemented(
+                f"queue argument '{key}' is not supported by this version of amqpd"
+            )
+    queue_type = arguments.get("x-queue-type", "classic")
+    if isinstance(queue_type, str) and queue_type not in SUPPORTED_QUEUE_TYPES:
+        raise FeatureNotImplemented(
+            f"queue type '{queue_type}' is not supported by this version of amqpd"
+        )
+
+
+def validate_exchange_arguments(arguments: FieldTable, name: str, vhost: str) -> None:
+    _validate(arguments, EXCHANGE_ARGUMENTS, "exchange", name, vhost)
+
+
+def validate_consumer_arguments(arguments: FieldTable, queue: str, vhost: str) -> None:
+    _validate(arguments, CONSUMER_ARGUMENTS, "queue", queue, vhost)
+    for key in arguments:
+        if key in CONSUMER_ARGUMENTS_NOT_YET_SUPPORTED:
+            raise FeatureNotImplemented(
+                f"consumer argument '{key}' is not supported by this version of amqpd"
+            )
+
+
+def _describe(value: FieldValue | None, present: bool) -> str:
+    if not present:
+        return "none"
+    return f"the value '{_format(value)}' of type '{type_name(value)}'"
+
+
+def _format(value: FieldValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _same_argument(left: FieldValue, right: FieldValue) -> bool:
+    """Equal as RabbitMQ compares redeclared arguments: integers of any width alike."""
+    if isinstance(left, bool) or isinstance(right, bool):
+        return type(left) is type(right) and left == right
+    if isinstance(left, int) and isinstance(right, int):
+        return left == right
+    return type_name(left) == type_name(right) and left == right
+
+
+def check_equivalent_arguments(
+    current: FieldTable,
+    received: FieldTable,
+    compared: Mapping[str, object],
+    what: str,
+    name: str,
+    vhost: str,
+) -> None:
+    """406 if a compared argument differs between the existing entity and a redeclare."""
+    for key in compared:
+        in_current, in_received = key in current, key in received
+        if not in_current and not in_received:
+            continue
+        if in_current and in_received and _same_argument(current[key], received[key]):
+            continue
+        raise PreconditionFailed(
+            f"inequivalent arg '{key}' for {what} '{name}' in vhost '{vhost}': "
+            f"received {_describe(received.get(key), in_received)} but current is "
+            f"{_describe(current.get(key), in_current)}"
+        )
+
+
+def format_flag(value: bool) -> str:
+    return "true" if value else "false"

@@ -1,0 +1,429 @@
+"""A channel's broker-side state: publishing, consumers, delivery tags, acks, QoS, confirms, tx.
+
+Delivery tags are per channel and count up from 1. Every delivery that needs an ack is
+kept by tag until it is acked, nacked or rejected, or the channel closes, which requeues
+it. `basic.qos` follows RabbitMQ's reading of `global`: false sets the limit for each
+consumer created afterwards, true sets one limit shared by the whole channel; both apply
+at once. In a transaction, publishes and acknowledgements wait for `tx.commit`.
+
+Synchronous and pure; imports amqpd.codec, amqpd.errors and broker.* only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from amqpd.broker.arguments import validate_consumer_arguments
+from amqpd.broker.consumer import Consumer
+from amqpd.broker.exchanges import Exchange
+from amqpd.broker.message import Message
+from amqpd.broker.ports import ChannelSink
+from amqpd.broker.queue import Queue, QueueEntry
+from amqpd.broker.vhost import VirtualHost, server_generated_name
+from amqpd.codec.fields import FieldTable
+from amqpd.codec.properties import FLAG_USER_ID
+from amqpd.errors import (
+    NO_ROUTE,
+    AccessRefused,
+    FeatureNotImplemented,
+    NotAllowed,
+    NotFound,
+    PreconditionFailed,
+)
+
+if TYPE_CHECKING:
+    from amqpd.broker.connection import Connection
+
+PREFETCH_COUNT_MAX: Final = 65_535  # basic.qos prefetch-count is a short
+
+_ACK: Final = 0
+_REQUEUE: Final = 1
+_DISCARD: Final = 2
+
+
+class Transaction:
+    """Publishes and acknowledgements held back until tx.commit."""
+
+    __slots__ = ("publishes", "settlements")
+
+    def __init__(self) -> None:
+        self.publishes: list[tuple[Exchange, Message, bool]] = []
+        self.settlements: list[tuple[int, QueueEntry, int]] = []  # (tag, entry, outcome)
+
+
+class Channel:
+    def __init__(self, number: int, connection: Connection, sink: ChannelSink) -> None:
+        self.number = number
+        self.connection = connection
+        self.vhost: VirtualHost = connection.vhost
+        self.sink = sink
+        self.consumers: dict[str, Consumer] = {}
+        self._unacked: dict[int, QueueEntry] = {}
+        self._next_delivery_tag = 1
+        self._acked_below = 1  # every tag below this is known to be settled
+        self.consumer_prefetch = 0  # basic.qos(global=false): for consumers created later
+        self.prefetch_global = 0  # basic.qos(global=true): shared by the channel
+        self.flow_active = True
+        self.writable = True
+        self._active = True  # flow_active and writable, checked on every delivery
+        self.confirm_mode = False
+        self._publish_sequence = 0
+        self.tx: Transaction | None = None
+        self.last_queue_name = ""
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.number} of {self.connection!r}>"
+
+    @property
+    def unacked_count(self) -> int:
+        return len(self._unacked)
+
+    # ---------------------------------------------------------- flow control
+
+    def can_deliver(self, consumer: Consumer) -> bool:
+        """Whether `consumer` may receive one more message now."""
+        if not self._active:
+            return False
+        if consumer.no_ack:
+            return True
+        limit = consumer.prefetch_count
+        if limit and consumer.unacked >= limit:
+            return False
+        limit = self.prefetch_global
+        return not limit or len(self._unacked) < limit
+
+    def set_writable(self, writable: bool) -> None:
+        """The connection's outbound buffer crossed its limit (False) or drained (True)."""
+        self.writable = writable
+        self._update_active()
+
+    def flow(self, active: bool) -> None:
+        """channel.flow from the client: pause or resume deliveries to this channel."""
+        self.flow_active = active
+        self._update_active()
+
+    def _update_active(self) -> None:
+        was_active = self._active
+        self._active = self.flow_active and self.writable and not self.closed
+        if self._active and not was_active:
+            self.dispatch_all()
+
+    def dispatch_all(self) -> None:
+        """Let every queue this channel consumes from deliver what it can."""
+        for queue in {consumer.queue for consumer in self.consumers.values()}:
+            queue.dispatch()
+
+    # -------------------------------------------------------------- publish
+
+    def publish(
+        self,
+        exchange_name: str,
+        routing_key: str,
+        mandatory: bool,
+        immediate: bool,
+        header: bytes,
+        body: bytes,
+    ) -> None:
+        if immediate:
+            raise FeatureNotImplemented("immediate=true", 60, 40)
+        exchange = self.vhost.exchanges.get(exchange_name)
+        if exchange is None:
+            raise NotFound(f"no exchange '{exchange_name}' in vhost '{self.vhost.name}'")
+        if exchange.internal:
+            raise AccessRefused(
+                f"cannot publish to internal exchange '{exchange_name}' in vhost "
+                f"'{self.vhost.name}'"
+            )
+        message = Message(exchange_name, routing_key, header, body)
+        if message.flags & FLAG_USER_ID:
+            user_id = message.properties.user_id
+            if user_id is not None and user_id != self.connection.username:
+                raise PreconditionFailed(
+                    f"user_id property set to '{user_id}' but authenticated user was "
+                    f"'{self.connection.username}'"
+                )
+        if self.tx is not None:
+            self.tx.publishes.append((exchange, message, mandatory))
+            return
+        self._route(exchange, message, mandatory)
+
+    def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
+        queues = self.vhost.route(exchange, message)
+        if self.confirm_mode:
+            self._publish_sequence += 1
+        if queues:
+            if message.has_bcc():
+                message = message.without_bcc()
+            for queue in queues:
+                queue.enqueue(message)
+        elif mandatory:
+            self.sink.returned(NO_ROUTE, "NO_ROUTE", message)
+        if self.confirm_mode:
+            # Everything lives in memory: a message is as safe as it will get once routed.
+            self.sink.confirmed(self._publish_sequence)
+
+    # --------------------------------------------------------------- queues
+
+    def queue(self, name: str) -> Queue:
+        """The queue a method names; "" means the last queue declared on this channel."""
+        return self.vhost.queue(self.resolve_queue_name(name), self.connection)
+
+    def resolve_queue_name(self, name: str) -> str:
+        if name:
+            return name
+        if not self.last_queue_name:
+            raise NotFound("no previously declared queue")
+        return self.last_queue_name
+
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        passive: bool,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: FieldTable,
+    ) -> Queue:
+        queue = self.vhost.declare_queue(
+            name,
+            owner=self.connection,
+            passive=passive,
+            durable=durable,
+            exclusive=exclusive,
+            auto_delete=auto_delete,
+            arguments=arguments,
+        )
+        if exclusive and not passive:
+            self.connection.exclusive_queues[queue.name] = queue
+        self.last_queue_name = queue.name
+        return queue
+
+    # ------------------------------------------------------------ consumers
+
+    def consume(
+        self,
+        queue_name: str,
+        consumer_tag: str,
+        *,
+        no_ack: bool,
+        exclusive: bool,
+        arguments: FieldTable,
+    ) -> Consumer:
+        """Register a consumer. The caller sends consume-ok, then calls `start`."""
+        queue = self.queue(queue_name)
+        if consumer_tag in self.consumers:
+            raise NotAllowed(f"attempt to reuse consumer tag '{consumer_tag}'", 60, 20)
+        if queue.exclusive_consumer is not None or (exclusive and queue.consumers):
+            raise AccessRefused(
+                f"queue '{queue.name}' in vhost '{self.vhost.name}' in exclusive use"
+            )
+        validate_consumer_arguments(arguments, queue.name, self.vhost.name)
+        if not consumer_tag:
+            consumer_tag = server_generated_name("amq.ctag-")
+        priority = arguments.get("x-priority", 0)
+        consumer = Consumer(
+            consumer_tag,
+            self,
+            queue,
+            no_ack=no_ack,
+            exclusive=exclusive,
+            prefetch_count=self.consumer_prefetch,
+            priority=priority if isinstance(priority, int) else 0,
+            arguments=arguments,
+            wire_tag=self.sink.wire_tag(consumer_tag),
+        )
+        self.consumers[consumer_tag] = consumer
+        queue.add_consumer(consumer)
+        return consumer
+
+    def start(self, consumer: Consumer) -> None:
+        consumer.queue.dispatch()
+
+    def cancel(self, consumer_tag: str) -> None:
+        """basic.cancel from the client; an unknown tag is not an error."""
+        consumer = self.consumers.pop(consumer_tag, None)
+        if consumer is not None:
+            consumer.queue.remove_consumer(consumer)
+
+    def cancel_by_broker(self, consumer: Consumer) -> None:
+        """The consumer's queue is gone: forget the consumer and tell the client."""
+        if self.consumers.pop(consumer.tag, None) is None:
+            return
+        consumer.queue.remove_consumer(consumer)
+        if self.connection.consumer_cancel_notify and not self.closed:
+            self.sink.consumer_cancelled(consumer.tag)
+
+    def deliver(self, consumer: Consumer, entry: QueueEntry) -> None:
+        """Called by a queue handing `entry` to `consumer` (credit already checked)."""
+        delivery_tag = self._next_delivery_tag
+        self._next_delivery_tag = delivery_tag + 1
+        redelivered = entry.delivery_count > 0
+        entry.delivery_count += 1
+        if consumer.no_ack:
+            if self._acked_below == delivery_tag:
+                self._acked_below = delivery_tag + 1
+        else:
+            entry.consumer = consumer
+            consumer.unacked += 1
+            self._unacked[delivery_tag] = entry
+        self.sink.deliver(consumer, delivery_tag, redelivered, entry.message)
+
+    def get(self, queue_name: str, no_ack: bool) -> tuple[int, bool, Message, int] | None:
+        """basic.get: (delivery_tag, redelivered, message, messages still ready) or None."""
+        queue = self.queue(queue_name)
+        entry = queue.get(no_ack)
+        if entry is None:
+            return None
+        delivery_tag = self._next_delivery_tag
+        self._next_delivery_tag = delivery_tag + 1
+        redelivered = entry.delivery_count > 0
+        entry.delivery_count += 1
+        if not no_ack:
+            self._unacked[delivery_tag] = entry
+        return delivery_tag, redelivered, entry.message, queue.message_count
+
+    # ---------------------------------------------------------------- acks
+
+    def ack(self, delivery_tag: int, multiple: bool) -> None:
+        self._settle(self._take(delivery_tag, multiple), _ACK)
+
+    def nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
+        self._settle(self._take(delivery_tag, multiple), _REQUEUE if requeue else _DISCARD)
+
+    def reject(self, delivery_tag: int, requeue: bool) -> None:
+        self._settle(self._take(delivery_tag, False), _REQUEUE if requeue else _DISCARD)
+
+    def recover(self, requeue: bool) -> None:
+        """basic.recover: every unacked delivery goes back to its queue, redelivered."""
+        if not requeue:
+            raise FeatureNotImplemented("requeue=false", 60, 110)
+        self._settle(self._take(0, True), _REQUEUE)
+
+    def _take(self, delivery_tag: int, multiple: bool) -> list[tuple[int, QueueEntry]]:
+        """Remove and return the deliveries an ack/nack/reject names (406 if unknown)."""
+        unacked = self._unacked
+        if not multiple:
+            entry = unacked.pop(delivery_tag, None)
+            if entry is None:
+                raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+            return [(delivery_tag, entry)]
+        if delivery_tag == 0:  # multiple with tag 0: everything outstanding
+            taken = list(unacked.items())
+            unacked.clear()
+            self._acked_below = self._next_delivery_tag
+            return taken
+        if delivery_tag not in unacked:
+            raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+        taken = []
+        if len(unacked) < delivery_tag - self._acked_below:
+            for tag in unacked:  # tags were inserted in increasing order
+                if tag > delivery_tag:
+                    break
+                taken.append((tag, unacked[tag]))
+            for tag, _ in taken:
+                del unacked[tag]
+        else:
+            pop = unacked.pop
+            for tag in range(self._acked_below, delivery_tag + 1):
+                entry = pop(tag, None)
+                if entry is not None:
+                    taken.append((tag, entry))
+        self._acked_below = max(self._acked_below, delivery_tag + 1)
+        return taken
+
+    def _settle(self, taken: list[tuple[int, QueueEntry]], outcome: int) -> None:
+        if self.tx is not None:
+            self.tx.settlements.extend((tag, entry, outcome) for tag, entry in taken)
+            return
+        self._apply(taken, outcome)
+
+    def _apply(self, taken: list[tuple[int, QueueEntry]], outcome: int) -> None:
+        touched: dict[Queue, None] = {}
+        for _, entry in taken:
+            consumer = entry.consumer
+            if consumer is not None:
+                consumer.unacked -= 1
+                touched[consumer.queue] = None
+            queue = entry.queue
+            if outcome == _REQUEUE:
+                queue.requeue(entry)
+                touched[queue] = None
+            else:
+                queue.settle(entry)
+        # Freed credit (and requeued messages) can move more messages right away.
+        for queue in touched:
+            queue.dispatch()
+        if self.prefetch_global and touched:
+            self.dispatch_all()
+
+    # ----------------------------------------------------------------- qos
+
+    def qos(self, prefetch_size: int, prefetch_count: int, global_: bool) -> None:
+        if prefetch_size != 0:
+            raise FeatureNotImplemented(f"prefetch_size!=0 ({prefetch_size})", 60, 10)
+        if global_:
+            self.prefetch_global = prefetch_count
+            self.dispatch_all()
+        else:
+            self.consumer_prefetch = prefetch_count
+
+    # ------------------------------------------------------- confirm and tx
+
+    def select_confirms(self) -> None:
+        if self.tx is not None:
+            raise PreconditionFailed("cannot switch from tx to confirm mode", 85, 10)
+        self.confirm_mode = True
+
+    def select_tx(self) -> None:
+        if self.confirm_mode:
+            raise PreconditionFailed("cannot switch from confirm to tx mode", 90, 10)
+        if self.tx is None:
+            self.tx = Transaction()
+
+    def commit(self) -> None:
+        tx = self._transaction(90, 20)
+        self.tx = Transaction()
+        for exchange, message, mandatory in tx.publishes:
+            self._route(exchange, message, mandatory)
+        for outcome in (_ACK, _DISCARD, _REQUEUE):
+            taken = [(tag, entry) for tag, entry, done in tx.settlements if done == outcome]
+            if taken:
+                self._apply(taken, outcome)
+
+    def rollback(self) -> None:
+        tx = self._transaction(90, 30)
+        self.tx = Transaction()
+        if tx.settlements:
+            # Acknowledged-but-uncommitted deliveries are outstanding again, in tag order.
+            restored = dict(self._unacked)
+            for tag, entry, _ in tx.settlements:
+                restored[tag] = entry
+            self._unacked = dict(sorted(restored.items()))
+            self._acked_below = min(self._acked_below, min(self._unacked))
+
+    def _transaction(self, class_id: int, method_id: int) -> Transaction:
+        if self.tx is None:
+            raise PreconditionFailed("channel is not transactional", class_id, method_id)
+        return self.tx
+
+    # --------------------------------------------------------------- close
+
+    def close(self) -> None:
+        """The channel ended (either side closed it, or the connection went)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._active = False
+        consumers = list(self.consumers.values())
+        self.consumers.clear()
+        for consumer in consumers:
+            consumer.queue.remove_consumer(consumer)
+        # Consumers are gone first, so requeued messages go to other channels only.
+        taken = list(self._unacked.items())
+        self._unacked.clear()
+        if self.tx is not None:
+            taken.extend((tag, entry) for tag, entry, _ in self.tx.settlements)
+            self.tx = None
+        self._apply(taken, _REQUEUE)

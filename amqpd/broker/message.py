@@ -1,0 +1,95 @@
+"""A published message: where it was sent, its content header as received, and its body.
+
+The content header stays the bytes the publisher sent; properties are decoded the first
+time a rule asks for them (user_id, headers for routing, CC/BCC) and cached. One Message
+is shared by every queue it is routed to; per-queue state lives in QueueEntry.
+
+Synchronous and pure; imports attrs and amqpd.codec only.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from amqpd.codec.fields import FieldTable, FieldValue
+from amqpd.codec.properties import (
+    FLAG_HEADERS,
+    BasicProperties,
+    decode_properties,
+    encode_content_header,
+    property_flags,
+)
+
+_CC_KEY: Final = b"\x02CC"  # shortstr key as it appears inside an encoded header table
+_BCC_KEY: Final = b"\x03BCC"
+
+
+class Message:
+    """Immutable in meaning; `header` changes only when the broker rewrites properties."""
+
+    __slots__ = ("_properties", "body", "encoded_route", "exchange", "header", "routing_key")
+
+    def __init__(self, exchange: str, routing_key: str, header: bytes, body: bytes) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.header = header
+        self.body = body
+        self._properties: BasicProperties | None = None
+        # Filled once by the delivery encoder: exchange and routing key as wire bytes,
+        # shared by every delivery of this message.
+        self.encoded_route: bytes | None = None
+
+    @property
+    def body_size(self) -> int:
+        return len(self.body)
+
+    @property
+    def flags(self) -> int:
+        return property_flags(self.header)
+
+    @property
+    def properties(self) -> BasicProperties:
+        properties = self._properties
+        if properties is None:
+            properties = self._properties = decode_properties(self.header)
+        return properties
+
+    @property
+    def headers(self) -> FieldTable:
+        if not self.flags & FLAG_HEADERS:
+            return {}
+        return self.properties.headers or {}
+
+    def sender_selected_keys(self) -> tuple[list[str], list[str]]:
+        """The CC and BCC routing keys from the headers (RabbitMQ's sender-selected routing)."""
+        header = self.header
+        if not self.flags & FLAG_HEADERS or (_CC_KEY not in header and _BCC_KEY not in header):
+            return [], []
+        headers = self.headers
+        return _string_list(headers.get("CC")), _string_list(headers.get("BCC"))
+
+    def has_bcc(self) -> bool:
+        return bool(self.flags & FLAG_HEADERS) and _BCC_KEY in self.header and "BCC" in self.headers
+
+    def without_bcc(self) -> Message:
+        """A copy whose headers no longer carry BCC, as RabbitMQ delivers it."""
+        properties = self.properties
+        headers = dict(properties.headers or {})
+        headers.pop("BCC", None)
+        rewritten = attrs.evolve(properties, headers=headers)
+        copy = Message(
+            self.exchange,
+            self.routing_key,
+            encode_content_header(len(self.body), rewritten),
+            self.body,
+        )
+        copy._properties = rewritten
+        return copy
+
+
+def _string_list(value: FieldValue) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str)]

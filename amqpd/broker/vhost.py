@@ -1,0 +1,369 @@
+"""A virtual host: its exchanges, queues and bindings, and routing between them.
+
+Owns declare / delete / bind / unbind with RabbitMQ's rules and reply texts: the default
+exchange and the reserved `amq.` prefix (403), missing entities (404), exclusive queues of
+another connection (405), inequivalent redeclares and if-unused / if-empty (406), unknown
+exchange types (503). Routing follows exchange-to-exchange bindings and alternate
+exchanges, visiting each exchange once, and adds CC/BCC routing keys.
+
+Synchronous and pure; imports amqpd.codec, amqpd.errors and broker.* only.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from typing import Final
+
+from amqpd.broker.arguments import (
+    EXCHANGE_ARGUMENTS,
+    QUEUE_ARGUMENTS,
+    check_equivalent_arguments,
+    format_flag,
+    validate_exchange_arguments,
+    validate_queue_arguments,
+)
+from amqpd.broker.binding import Binding, Destination
+from amqpd.broker.exchanges import EXCHANGE_TYPES, DirectExchange, Exchange
+from amqpd.broker.message import Message
+from amqpd.broker.queue import Queue
+from amqpd.codec.fields import FieldTable
+from amqpd.errors import (
+    AccessRefused,
+    CommandInvalid,
+    NotFound,
+    PreconditionFailed,
+    ResourceLocked,
+)
+
+DEFAULT_EXCHANGE: Final = ""
+RESERVED_PREFIX: Final = "amq."
+NAME_BYTES_MAX: Final = 255
+STANDARD_EXCHANGES: Final = (
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
+
+
+def server_generated_name(prefix: str) -> str:
+    """`amq.gen-` or `amq.ctag-` plus 22 url-safe characters, as RabbitMQ makes them."""
+    return prefix + base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+
+
+def default_exchange_refused() -> AccessRefused:
+    return AccessRefused("operation not permitted on the default exchange")
+
+
+class VirtualHost:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        # Only the default exchange's name and type matter; routing to it is by queue name.
+        self.default_exchange = DirectExchange(DEFAULT_EXCHANGE, name, durable=True)
+        self.exchanges[DEFAULT_EXCHANGE] = self.default_exchange
+        for exchange_name, type_name in STANDARD_EXCHANGES:
+            self.exchanges[exchange_name] = EXCHANGE_TYPES[type_name](
+                exchange_name, name, durable=True
+            )
+
+    def __repr__(self) -> str:
+        return f"<VirtualHost {self.name!r}>"
+
+    # ------------------------------------------------------------ exchanges
+
+    def exchange(self, name: str) -> Exchange:
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise NotFound(f"no exchange '{name}' in vhost '{self.name}'")
+        return exchange
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_name: str,
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> Exchange:
+        arguments = arguments or {}
+        if name == DEFAULT_EXCHANGE:
+            raise default_exchange_refused()
+        existing = self.exchanges.get(name)
+        if passive:
+            if existing is None:
+                raise NotFound(f"no exchange '{name}' in vhost '{self.name}'")
+            return existing
+        cls = EXCHANGE_TYPES.get(type_name)
+        if cls is None:
+            raise CommandInvalid(f"unknown exchange type '{type_name}'")
+        if existing is not None:
+            self._check_exchange_equivalence(
+                existing, type_name, durable, auto_delete, internal, arguments
+            )
+            return existing
+        if name.startswith(RESERVED_PREFIX):
+            raise AccessRefused(
+                f"exchange name '{name}' contains reserved prefix '{RESERVED_PREFIX}*'"
+            )
+        validate_exchange_arguments(arguments, name, self.name)
+        exchange = cls(
+            name,
+            self.name,
+            durable=durable,
+            auto_delete=auto_delete,
+            internal=internal,
+            arguments=arguments,
+        )
+        self.exchanges[name] = exchange
+        return exchange
+
+    def _check_exchange_equivalence(
+        self,
+        existing: Exchange,
+        type_name: str,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> None:
+        where = f"for exchange '{existing.name}' in vhost '{self.name}'"
+        if existing.type_name != type_name:
+            raise PreconditionFailed(
+                f"inequivalent arg 'type' {where}: received '{type_name}' but current is "
+                f"'{existing.type_name}'"
+            )
+        for flag, received, current in (
+            ("durable", durable, existing.durable),
+            ("auto_delete", auto_delete, existing.auto_delete),
+            ("internal", internal, existing.internal),
+        ):
+            if received != current:
+                raise PreconditionFailed(
+                    f"inequivalent arg '{flag}' {where}: received '{format_flag(received)}' "
+                    f"but current is '{format_flag(current)}'"
+                )
+        check_equivalent_arguments(
+            existing.arguments, arguments, EXCHANGE_ARGUMENTS, "exchange", existing.name, self.name
+        )
+
+    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+        if name == DEFAULT_EXCHANGE:
+            raise default_exchange_refused()
+        if name.startswith(RESERVED_PREFIX):
+            raise AccessRefused(f"deletion of system exchange '{name}' not allowed")
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return  # deleting what is not there succeeds, as RabbitMQ does
+        if if_unused and exchange.bindings:
+            raise PreconditionFailed(f"exchange '{name}' in vhost '{self.name}' in use")
+        self._remove_exchange(exchange)
+
+    def _remove_exchange(self, exchange: Exchange) -> None:
+        del self.exchanges[exchange.name]
+        exchange.bindings.clear()
+        self._remove_bindings_to(exchange)
+
+    # --------------------------------------------------------------- queues
+
+    def queue(self, name: str, owner: object) -> Queue:
+        """The queue called `name`, if this connection may use it (404, 405)."""
+        queue = self.queues.get(name)
+        if queue is None:
+            raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
+        self.check_exclusive_access(queue, owner)
+        return queue
+
+    def check_exclusive_access(self, queue: Queue, owner: object) -> None:
+        if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
+            raise ResourceLocked(
+                f"cannot obtain exclusive access to locked queue '{queue.name}' in vhost "
+                f"'{self.name}'. It could be originally declared on another connection or the "
+                "exclusive property value does not match that of the original declaration."
+            )
+
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        owner: object,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: FieldTable | None = None,
+    ) -> Queue:
+        arguments = arguments or {}
+        if passive:
+            if not name:
+                raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
+            return self.queue(name, owner)
+        if not name:
+            name = server_generated_name("amq.gen-")
+        elif name.startswith(RESERVED_PREFIX) and name not in self.queues:
+            raise AccessRefused(
+                f"queue name '{name}' contains reserved prefix '{RESERVED_PREFIX}*'"
+            )
+        existing = self.queues.get(name)
+        if existing is not None:
+            self.check_exclusive_access(existing, owner)
+            self._check_queue_equivalence(existing, durable, exclusive, auto_delete, arguments)
+            return existing
+        validate_queue_arguments(arguments, name, self.name)
+        queue = Queue(
+            name,
+            self.name,
+            durable=durable,
+            exclusive_owner=owner if exclusive else None,
+            auto_delete=auto_delete,
+            arguments=arguments,
+        )
+        queue.on_unused = self._delete_unused
+        self.queues[name] = queue
+        return queue
+
+    def _check_queue_equivalence(
+        self,
+        existing: Queue,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: FieldTable,
+    ) -> None:
+        where = f"for queue '{existing.name}' in vhost '{self.name}'"
+        for flag, received, current in (
+            ("durable", durable, existing.durable),
+            ("exclusive", exclusive, existing.exclusive),
+            ("auto_delete", auto_delete, existing.auto_delete),
+        ):
+            if received != current:
+                raise PreconditionFailed(
+                    f"inequivalent arg '{flag}' {where}: received '{format_flag(received)}' "
+                    f"but current is '{format_flag(current)}'"
+                )
+        check_equivalent_arguments(
+            existing.arguments, arguments, QUEUE_ARGUMENTS, "queue", existing.name, self.name
+        )
+
+    def delete_queue(self, queue: Queue, *, if_unused: bool = False, if_empty: bool = False) -> int:
+        """Delete a queue; returns the ready messages it held. Consumers are cancelled."""
+        if if_unused and queue.consumers:
+            raise PreconditionFailed(f"queue '{queue.name}' in vhost '{self.name}' in use")
+        if if_empty and queue.message_count:
+            raise PreconditionFailed(f"queue '{queue.name}' in vhost '{self.name}' not empty")
+        if queue.deleted:
+            return 0
+        message_count = queue.message_count
+        queue.deleted = True
+        del self.queues[queue.name]
+        for consumer in list(queue.consumers):
+            consumer.channel.cancel_by_broker(consumer)
+        queue.purge()
+        self._remove_bindings_to(queue)
+        return message_count
+
+    def _delete_unused(self, queue: Queue) -> None:
+        self.delete_queue(queue)
+
+    # ------------------------------------------------------------- bindings
+
+    def _binding_source(self, name: str) -> Exchange:
+        if name == DEFAULT_EXCHANGE:
+            raise default_exchange_refused()
+        return self.exchange(name)
+
+    def bind(
+        self, source_name: str, destination: Destination, routing_key: str, arguments: FieldTable
+    ) -> None:
+        source = self._binding_source(source_name)
+        source.validate_binding(routing_key, arguments)
+        source.add_binding(Binding(source.name, destination, routing_key, arguments))
+
+    def unbind(
+        self, source_name: str, destination: Destination, routing_key: str, arguments: FieldTable
+    ) -> None:
+        source = self._binding_source(source_name)
+        removed = source.remove_binding(
+            Binding(source.name, destination, routing_key, arguments).key
+        )
+        if removed is not None:
+            self._after_binding_removed(source)
+
+    def bind_exchange(
+        self, source_name: str, destination_name: str, routing_key: str, arguments: FieldTable
+    ) -> None:
+        self.bind(source_name, self._binding_source(destination_name), routing_key, arguments)
+
+    def unbind_exchange(
+        self, source_name: str, destination_name: str, routing_key: str, arguments: FieldTable
+    ) -> None:
+        self.unbind(source_name, self._binding_source(destination_name), routing_key, arguments)
+
+    def _after_binding_removed(self, source: Exchange) -> None:
+        if source.auto_delete and not source.bindings and source.name in self.exchanges:
+            self._remove_exchange(source)
+
+    def _remove_bindings_to(self, destination: Destination) -> None:
+        for source in list(self.exchanges.values()):
+            bindings = source.bindings_to(destination)
+            for binding in bindings:
+                source.remove_binding(binding.key)
+            if bindings:
+                self._after_binding_removed(source)
+
+    def bindings(self) -> Iterator[Binding]:
+        for exchange in self.exchanges.values():
+            yield from exchange.bindings.values()
+
+    # -------------------------------------------------------------- routing
+
+    def route(self, exchange: Exchange, message: Message) -> list[Queue]:
+        """The queues a message published to `exchange` reaches (each once)."""
+        routing_keys = [message.routing_key]
+        cc, bcc = message.sender_selected_keys()
+        if cc or bcc:
+            routing_keys.extend(cc)
+            routing_keys.extend(bcc)
+        if exchange is self.default_exchange:
+            queues = self.queues
+            if len(routing_keys) == 1:
+                queue = queues.get(message.routing_key)
+                return [queue] if queue is not None else []
+            found: dict[Queue, None] = {}
+            for key in routing_keys:
+                queue = queues.get(key)
+                if queue is not None:
+                    found[queue] = None
+            return list(found)
+        return self._route_through_exchanges(exchange, message, routing_keys)
+
+    def _route_through_exchanges(
+        self, exchange: Exchange, message: Message, routing_keys: list[str]
+    ) -> list[Queue]:
+        found: dict[Queue, None] = {}
+        visited: set[str] = set()
+        pending = [exchange]
+        while pending:
+            current = pending.pop()
+            if current.name in visited:
+                continue
+            visited.add(current.name)
+            destinations = list(current.route(message, routing_keys))
+            if not destinations:
+                alternate = current.alternate_exchange
+                if alternate is not None and alternate in self.exchanges:
+                    pending.append(self.exchanges[alternate])
+                continue
+            for destination in destinations:
+                if isinstance(destination, Queue):
+                    found[destination] = None
+                elif isinstance(destination, Exchange):
+                    pending.append(destination)
+        return list(found)

@@ -1,0 +1,83 @@
+"""Typed settings: what the broker is told at start, as frozen attrs values.
+
+Every limit is named here with its unit and its default; the YAML loader (config/load.py)
+and the command line fill these in, and node.py hands them out. Nothing reads a global.
+
+Pure; imports attrs only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import attrs
+from attrs import validators as v
+
+DEFAULT_PORT: Final = 5672
+DEFAULT_BIND: Final = "127.0.0.1"
+DEFAULT_DATA_DIR: Final = Path("amqpd-data")
+# rabbit_password_hashing_sha256 of "guest", with a fixed salt: the embedded default user.
+GUEST_PASSWORD_HASH: Final = "YW1xcNtq+YSZ3Gp9l3n9Hwu0AShQoKMVtCuQUm5bIAI4+TfE"
+
+
+@attrs.frozen
+class Listener:
+    """One TCP listener for AMQP 0-9-1."""
+
+    bind: str = DEFAULT_BIND
+    port: int = attrs.field(default=DEFAULT_PORT, validator=[v.ge(0), v.le(65535)])
+
+
+@attrs.frozen
+class Limits:
+    """Protocol and resource limits; each is enforced where it names."""
+
+    # Offered in connection.tune; a client may ask for less, never more (530 otherwise).
+    channel_max: int = attrs.field(default=2047, validator=[v.ge(1), v.le(65535)])
+    frame_max: int = attrs.field(default=131_072, validator=[v.ge(4096), v.le(1_048_576)])
+    heartbeat_s: int = attrs.field(default=60, validator=[v.ge(0), v.le(65535)])
+    # Largest message body accepted by basic.publish (406 above it), as RabbitMQ's
+    # max_message_size (default 128 MiB).
+    message_bytes_max: int = attrs.field(
+        default=134_217_728, validator=[v.ge(1), v.le(536_870_912)]
+    )
+    # Concurrent client connections; the next one is refused at accept (0: no limit).
+    connections_max: int = attrs.field(default=0, validator=v.ge(0))
+    # From TCP accept to connection.open-ok; a client slower than this is dropped.
+    handshake_timeout_s: float = attrs.field(default=10.0, validator=v.gt(0))
+    # How long a connection we close waits for the client's close-ok.
+    close_timeout_s: float = attrs.field(default=5.0, validator=v.gt(0))
+    # Bytes of deliveries queued for one connection before the broker stops handing it
+    # more messages until its socket drains (back-pressure on slow consumers).
+    outbound_bytes_max: int = attrs.field(default=4_194_304, validator=v.ge(65_536))
+    # How long a graceful shutdown waits for clients to answer connection.close.
+    shutdown_timeout_s: float = attrs.field(default=5.0, validator=v.gt(0))
+
+
+@attrs.frozen
+class User:
+    """A user with a password hash (never the password) and the vhosts it may use."""
+
+    name: str
+    password_hash: str = attrs.field(repr=False)
+    vhosts: tuple[str, ...] = ("/",)
+    tags: tuple[str, ...] = ()
+
+
+def _default_users() -> tuple[User, ...]:
+    return (User("guest", GUEST_PASSWORD_HASH, ("/",), ("administrator",)),)
+
+
+@attrs.frozen
+class ServerConfig:
+    listeners: tuple[Listener, ...] = (Listener(),)
+    data_dir: Path = DEFAULT_DATA_DIR
+    limits: Limits = Limits()
+    vhosts: tuple[str, ...] = ("/",)
+    users: tuple[User, ...] = attrs.field(factory=_default_users)
+    # Users who may log in only from a loopback address, as RabbitMQ's loopback_users.
+    loopback_users: tuple[str, ...] = ("guest",)
+    log_level: str = attrs.field(
+        default="info", validator=v.in_(("debug", "info", "warning", "error"))
+    )

@@ -1,0 +1,579 @@
+"""One AMQP 0-9-1 connection as a sans-IO state machine: bytes in, events out, bytes back.
+
+Owns the protocol header check, framing and frame_max, the channel-0 handshake as a table
+of legal transitions, channel numbers (open, closing, channel_max), content assembly per
+channel (method, header, body frames) and the encoders for what the broker sends back.
+
+`receive_data` is a generator: it parses one frame at a time and yields events, so a
+caller that closes a channel or the connection while handling an event changes how the
+very next frame is treated (RabbitMQ discards everything but close/close-ok after it
+closes a channel). Every complete frame in the buffer is parsed before the generator ends;
+nothing waits on a socket. Output accumulates until `data_to_send` takes it in one piece.
+
+Sans-IO; imports amqpd.codec, amqpd.errors and protocol.* only; never anyio, broker or
+store.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterator
+from typing import Final
+
+import attrs
+
+from amqpd.codec.fields import FieldTable
+from amqpd.codec.properties import BASIC_CLASS_ID
+from amqpd.errors import (
+    AMQPSyntaxError,
+    ChannelError,
+    CommandInvalid,
+    ConnectionException,
+    FrameError,
+    NotAllowed,
+    PreconditionFailed,
+    UnexpectedFrame,
+)
+from amqpd.protocol import fast_codec, spec
+from amqpd.protocol.events import (
+    Ack,
+    BadProtocolHeader,
+    ChannelClosed,
+    ChannelFailed,
+    ChannelOpened,
+    CloseCompleted,
+    CloseRequested,
+    Event,
+    LoginRequested,
+    MethodReceived,
+    OpenRequested,
+    Publish,
+    Tuned,
+)
+from amqpd.protocol.frames import (
+    FRAME_BODY,
+    FRAME_END,
+    FRAME_HEADER,
+    FRAME_HEADER_BYTES,
+    FRAME_HEARTBEAT,
+    FRAME_METHOD,
+    FRAME_MIN_SIZE,
+    FRAME_OVERHEAD_BYTES,
+    HEADER_STRUCT,
+    HEARTBEAT_FRAME,
+    PROTOCOL_HEADER,
+    append_content,
+    method_frame,
+)
+from amqpd.protocol.methods import decode_method
+from amqpd.protocol.sasl import MECHANISMS, decode_response
+
+_U32: Final = struct.Struct(">I")
+_U64: Final = struct.Struct(">Q")
+_BODY_SIZE_OFFSET: Final = 4  # in a content header payload: class_id u16, weight u16
+_CONTENT_HEADER_MIN_BYTES: Final = 14  # class, weight, body size, one flag word
+
+
+class Phase(enum.Enum):
+    AWAITING_PROTOCOL_HEADER = "awaiting protocol header"
+    AWAITING_START_OK = "starting"
+    AWAITING_LOGIN_DECISION = "authenticating"
+    AWAITING_TUNE_OK = "tuning"
+    AWAITING_OPEN = "opening"
+    AWAITING_OPEN_DECISION = "opening"
+    OPEN = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+# Every legal channel-0 method per phase, and the phase it leads to. Anything else on
+# channel 0 is a connection error.
+CHANNEL_ZERO_TRANSITIONS: Final[dict[tuple[Phase, type[spec.Method]], Phase]] = {
+    (Phase.AWAITING_START_OK, spec.ConnectionStartOk): Phase.AWAITING_LOGIN_DECISION,
+    (Phase.AWAITING_TUNE_OK, spec.ConnectionTuneOk): Phase.AWAITING_OPEN,
+    (Phase.AWAITING_OPEN, spec.ConnectionOpen): Phase.AWAITING_OPEN_DECISION,
+    (Phase.AWAITING_TUNE_OK, spec.ConnectionClose): Phase.CLOSED,
+    (Phase.AWAITING_OPEN, spec.ConnectionClose): Phase.CLOSED,
+    (Phase.OPEN, spec.ConnectionClose): Phase.CLOSED,
+    (Phase.CLOSING, spec.ConnectionClose): Phase.CLOSING,  # crossed closes
+    (Phase.CLOSING, spec.ConnectionCloseOk): Phase.CLOSED,
+}
+
+# The methods a client sends on channel 0 once the connection runs, besides close.
+_PASSED_ON_CHANNEL_ZERO: Final = (spec.ConnectionUpdateSecret,)
+
+
+@attrs.frozen
+class Limits:
+    """What this side offers in connection.tune, and the largest message it accepts."""
+
+    channel_max: int = 2047
+    frame_max: int = 131_072
+    heartbeat_s: int = 60
+    message_bytes_max: int = 134_217_728
+
+
+class _Channel:
+    """A channel number in use: open, or closing after we sent channel.close."""
+
+    __slots__ = ("body_parts", "body_received", "body_size", "closing", "publish")
+
+    def __init__(self) -> None:
+        self.closing = False
+        self.publish: Publish | None = None  # a publish waiting for its header or body
+        self.body_size = -1  # -1: the header has not arrived yet
+        self.body_received = 0
+        self.body_parts: list[bytes] = []
+
+    def reset_content(self) -> None:
+        self.publish = None
+        self.body_size = -1
+        self.body_received = 0
+        self.body_parts = []
+
+
+class ProtocolConnection:
+    """The server side of one connection, without I/O."""
+
+    def __init__(self, limits: Limits, server_properties: FieldTable) -> None:
+        self.limits = limits
+        self.phase = Phase.AWAITING_PROTOCOL_HEADER
+        self._server_properties = server_properties
+        self._buffer = b""
+        self._channels: dict[int, _Channel] = {}
+        self._out: list[bytes] = []
+        # Before tune-ok the peer is held to our own frame_max.
+        self.frame_max = limits.frame_max
+        self.channel_max = limits.channel_max
+        self.heartbeat_s = 0
+        self.client_properties: FieldTable = {}
+        self.capabilities: FieldTable = {}
+        self._body_frame_bytes_max = limits.frame_max - FRAME_OVERHEAD_BYTES
+
+    # ------------------------------------------------------------------ input
+
+    def receive_data(self, data: bytes) -> Iterator[Event]:
+        """Parse every complete frame now buffered, yielding events one by one."""
+        buffer = self._buffer + data if self._buffer else data
+        self._buffer = b""
+        if self.phase is Phase.CLOSED:
+            return
+        position = 0
+        if self.phase is Phase.AWAITING_PROTOCOL_HEADER:
+            event = self._check_protocol_header(buffer)
+            if event is not None:
+                yield event
+                return
+            if self.phase is Phase.AWAITING_PROTOCOL_HEADER:
+                self._buffer = buffer  # fewer than 8 bytes so far
+                return
+            position = len(PROTOCOL_HEADER)
+        keep_rest = True  # False once framing is lost: nothing after it can be trusted
+        try:
+            while len(buffer) - position >= FRAME_HEADER_BYTES:
+                frame_type, channel_id, size = HEADER_STRUCT.unpack_from(buffer, position)
+                if size > self.frame_max - FRAME_OVERHEAD_BYTES:
+                    keep_rest = False
+                    raise FrameError(
+                        f"frame of {size + FRAME_OVERHEAD_BYTES} bytes exceeds frame_max "
+                        f"{self.frame_max}"
+                    )
+                start = position + FRAME_HEADER_BYTES
+                end = start + size
+                if end >= len(buffer):
+                    break  # incomplete: wait for the rest and the frame-end octet
+                if buffer[end] != FRAME_END:
+                    keep_rest = False
+                    raise FrameError(f"frame of type {frame_type} has a bad frame-end octet")
+                position = end + 1
+                event = self._frame(frame_type, channel_id, buffer, start, end)
+                if event is not None:
+                    yield event
+                    if self.closed:
+                        keep_rest = False
+                        return
+        finally:
+            if keep_rest and position < len(buffer):
+                self._buffer = buffer[position:]
+
+    def _frame(
+        self, frame_type: int, channel_id: int, buffer: bytes, start: int, end: int
+    ) -> Event | None:
+        """Handle one complete frame; return the event it completes, if any."""
+        if channel_id == 0:
+            return self._channel_zero_frame(frame_type, buffer, start, end)
+        channel = self._channels.get(channel_id)
+        if frame_type == FRAME_METHOD:
+            if end - start < 4:
+                raise AMQPSyntaxError("method frame shorter than its class and method ids")
+            (index,) = _U32.unpack_from(buffer, start)
+            if channel is None or self.phase is not Phase.OPEN:
+                return self._unopened_channel_method(channel_id, index, buffer, start)
+            if channel.closing:
+                return self._closing_channel_method(channel_id, index)
+            if channel.publish is not None:
+                raise UnexpectedFrame(
+                    "expected content header for class 60, got non content header frame instead"
+                    if channel.body_size < 0
+                    else "expected content body, got non content body frame instead",
+                    *divmod(index, 0x10000),
+                )
+            if index == fast_codec.PUBLISH_INDEX:
+                try:
+                    exchange, routing_key, mandatory, immediate = fast_codec.decode_publish(
+                        buffer, start + 4, end
+                    )
+                except (IndexError, UnicodeDecodeError) as error:
+                    raise AMQPSyntaxError(
+                        "basic.publish: arguments are truncated", 60, 40
+                    ) from error
+                channel.publish = Publish(channel_id, exchange, routing_key, mandatory, immediate)
+                return None
+            if index == fast_codec.ACK_INDEX:
+                try:
+                    tag, multiple = fast_codec.decode_ack(buffer, start + 4)
+                except struct.error as error:
+                    raise AMQPSyntaxError("basic.ack: arguments are truncated", 60, 80) from error
+                return Ack(channel_id, tag, multiple)
+            return self._channel_method(channel_id, buffer, start)
+        if frame_type == FRAME_HEADER:
+            if channel is None or channel.closing:
+                return None  # content for a channel we closed: discarded
+            return self._content_header(channel_id, channel, buffer, start, end)
+        if frame_type == FRAME_BODY:
+            if channel is None or channel.closing:
+                return None
+            return self._content_body(channel, buffer, start, end)
+        if frame_type == FRAME_HEARTBEAT:
+            raise FrameError(f"heartbeat frame on channel {channel_id}")
+        raise FrameError(f"unknown frame type {frame_type}")
+
+    def _check_protocol_header(self, buffer: bytes) -> Event | None:
+        received = buffer[: len(PROTOCOL_HEADER)]
+        if received != PROTOCOL_HEADER[: len(received)]:
+            return self._reject_protocol_header(received)
+        if len(buffer) < len(PROTOCOL_HEADER):
+            return None
+        self.phase = Phase.AWAITING_START_OK
+        self._send_method(
+            0,
+            spec.ConnectionStart(
+                version_major=0,
+                version_minor=9,
+                server_properties=self._server_properties,
+                mechanisms=" ".join(MECHANISMS).encode(),
+                locales=b"en_US",
+            ),
+        )
+        return None
+
+    def _reject_protocol_header(self, received: bytes) -> Event:
+        self._out.append(PROTOCOL_HEADER)
+        self.phase = Phase.CLOSED
+        self._buffer = b""
+        return BadProtocolHeader(received)
+
+    def _channel_zero_frame(
+        self, frame_type: int, buffer: bytes, start: int, end: int
+    ) -> Event | None:
+        if frame_type == FRAME_HEARTBEAT:
+            return None
+        if frame_type != FRAME_METHOD:
+            if self.phase is Phase.CLOSING:
+                return None
+            raise UnexpectedFrame(f"content frame of type {frame_type} on channel 0")
+        method = decode_method(buffer, start)
+        next_phase = CHANNEL_ZERO_TRANSITIONS.get((self.phase, type(method)))
+        if next_phase is None:
+            if self.phase is Phase.CLOSING:
+                return None  # after our close only close and close-ok count
+            if self.phase is Phase.OPEN and isinstance(method, _PASSED_ON_CHANNEL_ZERO):
+                return MethodReceived(0, method)
+            raise CommandInvalid(
+                f"unexpected method {method.NAME} in connection state {self.phase.value}",
+                method.CLASS_ID,
+                method.METHOD_ID,
+            )
+        self.phase = next_phase
+        if isinstance(method, spec.ConnectionStartOk):
+            return self._start_ok(method)
+        if isinstance(method, spec.ConnectionTuneOk):
+            return self._tune_ok(method)
+        if isinstance(method, spec.ConnectionOpen):
+            return OpenRequested(method.virtual_host)
+        if isinstance(method, spec.ConnectionClose):
+            self._send_method(0, spec.ConnectionCloseOk())
+            if next_phase is Phase.CLOSED:
+                self._channels.clear()
+                return CloseRequested(method.reply_code, method.reply_text)
+            return None
+        # connection.close-ok answering ours
+        self._channels.clear()
+        return CloseCompleted()
+
+    def _start_ok(self, method: spec.ConnectionStartOk) -> Event:
+        self.client_properties = method.client_properties
+        capabilities = method.client_properties.get("capabilities")
+        self.capabilities = capabilities if isinstance(capabilities, dict) else {}
+        credentials = decode_response(method.mechanism, method.response)
+        return LoginRequested(
+            mechanism=method.mechanism,
+            username=credentials.username,
+            password=credentials.password,
+            client_properties=method.client_properties,
+            locale=method.locale,
+        )
+
+    def _tune_ok(self, method: spec.ConnectionTuneOk) -> Event:
+        limits = self.limits
+        frame_max = method.frame_max
+        if frame_max == 0:
+            frame_max = limits.frame_max  # 0 means "no limit" from the peer: ours applies
+        if frame_max < FRAME_MIN_SIZE:
+            raise NotAllowed(f"frame_max={method.frame_max} < {FRAME_MIN_SIZE} min size", 10, 31)
+        if frame_max > limits.frame_max:
+            raise NotAllowed(f"frame_max={method.frame_max} > {limits.frame_max} max size", 10, 31)
+        channel_max = method.channel_max or limits.channel_max
+        if channel_max > limits.channel_max:
+            raise NotAllowed(
+                f"channel_max={method.channel_max} > {limits.channel_max} max channels", 10, 31
+            )
+        self.frame_max = frame_max
+        self._body_frame_bytes_max = frame_max - FRAME_OVERHEAD_BYTES
+        self.channel_max = channel_max
+        self.heartbeat_s = method.heartbeat
+        return Tuned(channel_max=channel_max, frame_max=frame_max, heartbeat_s=method.heartbeat)
+
+    def _unopened_channel_method(
+        self, channel_id: int, index: int, buffer: bytes, start: int
+    ) -> Event | None:
+        if self.phase is Phase.CLOSING:
+            return None
+        if self.phase is not Phase.OPEN:
+            raise CommandInvalid(
+                f"unexpected method on channel {channel_id} in connection state {self.phase.value}",
+                *divmod(index, 0x10000),
+            )
+        if index != spec.ChannelOpen.INDEX:
+            raise ChannelError("expected 'channel.open'", *divmod(index, 0x10000))
+        if channel_id > self.channel_max:
+            raise ChannelError(
+                f"channel number {channel_id} exceeds channel_max {self.channel_max}",
+                *divmod(index, 0x10000),
+            )
+        decode_method(buffer, start)  # validates the (empty) arguments
+        self._channels[channel_id] = _Channel()
+        self._send_method(channel_id, spec.ChannelOpenOk())
+        return ChannelOpened(channel_id)
+
+    def _closing_channel_method(self, channel_id: int, index: int) -> Event | None:
+        if index == spec.ChannelCloseOk.INDEX:
+            del self._channels[channel_id]
+            return ChannelClosed(channel_id, by_peer=False)
+        if index == spec.ChannelClose.INDEX:
+            # Both sides closed at once: answer, and the channel is done.
+            self._send_method(channel_id, spec.ChannelCloseOk())
+            del self._channels[channel_id]
+            return ChannelClosed(channel_id, by_peer=False)
+        return None  # everything else on a channel we are closing is discarded
+
+    def _channel_method(self, channel_id: int, buffer: bytes, start: int) -> Event | None:
+        method = decode_method(buffer, start)
+        if isinstance(method, spec.ChannelOpen):
+            raise ChannelError("second 'channel.open' seen", 20, 10)
+        if isinstance(method, spec.ChannelClose):
+            self._send_method(channel_id, spec.ChannelCloseOk())
+            del self._channels[channel_id]
+            return ChannelClosed(channel_id, by_peer=True)
+        if isinstance(method, spec.ChannelCloseOk):
+            return None  # a close-ok we never asked for: ignored
+        if method.HAS_CONTENT:
+            raise CommandInvalid(f"{method.NAME} cannot be sent by a client", *_ids(method))
+        return MethodReceived(channel_id, method)
+
+    def _content_header(
+        self, channel_id: int, channel: _Channel, buffer: bytes, start: int, end: int
+    ) -> Event | None:
+        publish = channel.publish
+        if publish is None or channel.body_size >= 0:
+            raise UnexpectedFrame(
+                "expected method frame, got non method frame instead"
+                if publish is None
+                else "expected content body, got non content body frame instead"
+            )
+        if end - start < _CONTENT_HEADER_MIN_BYTES:
+            raise AMQPSyntaxError("content header is truncated", 60, 40)
+        class_id = buffer[start] << 8 | buffer[start + 1]
+        if class_id != BASIC_CLASS_ID:
+            raise UnexpectedFrame(
+                f"expected content header for class 60, got one for class {class_id} instead",
+                60,
+                40,
+            )
+        (body_size,) = _U64.unpack_from(buffer, start + _BODY_SIZE_OFFSET)
+        if body_size > self.limits.message_bytes_max:
+            channel.reset_content()
+            return ChannelFailed(
+                channel_id,
+                PreconditionFailed(
+                    f"message size {body_size} is larger than configured max size "
+                    f"{self.limits.message_bytes_max}",
+                    60,
+                    40,
+                ),
+            )
+        publish.header = buffer[start:end]
+        if body_size == 0:
+            channel.publish = None
+            return publish
+        channel.body_size = body_size
+        return None
+
+    def _content_body(self, channel: _Channel, buffer: bytes, start: int, end: int) -> Event | None:
+        publish = channel.publish
+        if publish is None or channel.body_size < 0:
+            raise UnexpectedFrame(
+                "expected method frame, got non method frame instead"
+                if publish is None
+                else "expected content header for class 60, got non content header frame instead"
+            )
+        received = channel.body_received + end - start
+        if received > channel.body_size:
+            raise UnexpectedFrame(
+                f"content body of {received} bytes exceeds the {channel.body_size} announced "
+                "in its header",
+                60,
+                40,
+            )
+        if received == channel.body_size and not channel.body_parts:
+            publish.body = buffer[start:end]
+            channel.publish = None
+            channel.body_size = -1
+            channel.body_received = 0
+            return publish
+        channel.body_parts.append(buffer[start:end])
+        channel.body_received = received
+        if received < channel.body_size:
+            return None
+        publish.body = b"".join(channel.body_parts)
+        channel.reset_content()
+        return publish
+
+    # ----------------------------------------------------------------- output
+
+    def data_to_send(self) -> bytes:
+        """Everything queued since the last call, as one piece for one write."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._out)
+
+    @property
+    def out(self) -> list[bytes]:
+        """The outbound list, for the fast encoders that append frames in place."""
+        return self._out
+
+    @property
+    def body_frame_bytes_max(self) -> int:
+        return self._body_frame_bytes_max
+
+    def _send_method(self, channel_id: int, method: spec.Method) -> None:
+        self._out.append(method_frame(channel_id, method))
+
+    def send_method(self, channel_id: int, method: spec.Method) -> None:
+        """Queue a method without content (replies, cancel notifications, flow)."""
+        self._out.append(method_frame(channel_id, method))
+
+    def send_content(
+        self, channel_id: int, method: spec.Method, header: bytes, body: bytes
+    ) -> None:
+        """Queue a method with content (basic.return, and the slow paths of deliveries)."""
+        self._out.append(method_frame(channel_id, method))
+        append_content(self._out, channel_id, header, body, self._body_frame_bytes_max)
+
+    def send_heartbeat(self) -> None:
+        self._out.append(HEARTBEAT_FRAME)
+
+    def accept_login(self) -> None:
+        assert self.phase is Phase.AWAITING_LOGIN_DECISION, self.phase
+        self.phase = Phase.AWAITING_TUNE_OK
+        limits = self.limits
+        self._send_method(
+            0,
+            spec.ConnectionTune(
+                channel_max=limits.channel_max,
+                frame_max=limits.frame_max,
+                heartbeat=limits.heartbeat_s,
+            ),
+        )
+
+    def accept_open(self) -> None:
+        assert self.phase is Phase.AWAITING_OPEN_DECISION, self.phase
+        self.phase = Phase.OPEN
+        self._send_method(0, spec.ConnectionOpenOk())
+
+    def close(self, error: ConnectionException) -> None:
+        """Send connection.close for `error`; afterwards only close/close-ok are read."""
+        self.close_with(error.reply_code, error.reply_text, error.class_id, error.method_id)
+
+    def close_with(self, reply_code: int, text: str, class_id: int = 0, method_id: int = 0) -> None:
+        if self.phase in (Phase.CLOSING, Phase.CLOSED):
+            return
+        self.phase = Phase.CLOSING
+        self._channels.clear()
+        self._send_method(
+            0,
+            spec.ConnectionClose(
+                reply_code=reply_code,
+                reply_text=text,
+                class_id=class_id,
+                method_id=method_id,
+            ),
+        )
+
+    def abandon(self) -> None:
+        """Stop without a close handshake (what RabbitMQ does after some login failures)."""
+        self.phase = Phase.CLOSED
+        self._channels.clear()
+
+    def close_channel(
+        self, channel_id: int, reply_code: int, text: str, class_id: int, method_id: int
+    ) -> None:
+        """Send channel.close; until close-ok the channel's other frames are discarded."""
+        channel = self._channels.get(channel_id)
+        if channel is None or channel.closing:
+            return
+        channel.closing = True
+        channel.reset_content()
+        self._send_method(
+            channel_id,
+            spec.ChannelClose(
+                reply_code=reply_code, reply_text=text, class_id=class_id, method_id=method_id
+            ),
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Nothing more will be read or answered: the socket can go once output is sent."""
+        return self.phase is Phase.CLOSED
+
+    def is_channel_open(self, channel_id: int) -> bool:
+        channel = self._channels.get(channel_id)
+        return channel is not None and not channel.closing
+
+    @property
+    def open_channel_count(self) -> int:
+        return len(self._channels)
+
+    def has_capability(self, name: str) -> bool:
+        return self.capabilities.get(name) is True
+
+
+def _ids(method: spec.Method) -> tuple[int, int]:
+    return method.CLASS_ID, method.METHOD_ID

@@ -1,0 +1,330 @@
+"""One open channel: AMQP methods in, broker calls, replies out.
+
+The dispatch table maps each method a client may send on a channel to a handler that
+calls the broker and queues the reply; the handler also implements the broker's
+ChannelSink, encoding deliveries, returns, confirms and cancel notifications straight
+into the connection's outbound buffer. Publisher confirms are batched: all confirms of
+one read go out as one `basic.ack(multiple=true)`.
+
+Synchronous (no await); imports amqpd.broker, amqpd.protocol and amqpd.errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from amqpd.broker.channel import Channel
+from amqpd.broker.consumer import Consumer
+from amqpd.broker.message import Message
+from amqpd.errors import CommandInvalid, FeatureNotImplemented, NotFound
+from amqpd.protocol import spec
+from amqpd.protocol.connection import ProtocolConnection
+from amqpd.protocol.fast_codec import (
+    ack_frame,
+    append_deliver,
+    append_get_ok,
+    short_string,
+)
+from amqpd.protocol.frames import append_content
+
+if TYPE_CHECKING:
+    from amqpd.server.client import ClientSession
+
+# Approximate framing bytes per delivery, for outbound back-pressure accounting.
+_DELIVERY_OVERHEAD_BYTES: Final = 64
+
+
+class ChannelHandler:
+    """Dispatches one channel's methods and carries its server-initiated traffic."""
+
+    def __init__(self, number: int, session: ClientSession) -> None:
+        self.number = number
+        self.session = session
+        self.proto: ProtocolConnection = session.proto
+        assert session.broker_connection is not None
+        self.channel = Channel(number, session.broker_connection, self)
+        self._confirm_through = 0  # highest publish sequence confirmed, not yet sent
+
+    # ------------------------------------------------------- ChannelSink
+
+    def wire_tag(self, consumer_tag: str) -> bytes:
+        return short_string(consumer_tag)
+
+    def deliver(
+        self, consumer: Consumer, delivery_tag: int, redelivered: bool, message: Message
+    ) -> None:
+        route = message.encoded_route
+        if route is None:
+            route = message.encoded_route = short_string(message.exchange) + short_string(
+                message.routing_key
+            )
+        proto = self.proto
+        out = proto.out
+        append_deliver(out, self.number, consumer.wire_tag, delivery_tag, redelivered, route)
+        append_content(out, self.number, message.header, message.body, proto.body_frame_bytes_max)
+        self.session.queued_output(len(message.body) + _DELIVERY_OVERHEAD_BYTES)
+
+    def returned(self, reply_code: int, reply_text: str, message: Message) -> None:
+        self.proto.send_content(
+            self.number,
+            spec.BasicReturn(
+                reply_code=reply_code,
+                reply_text=reply_text,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+            ),
+            message.header,
+            message.body,
+        )
+        self.session.queued_output(len(message.body) + _DELIVERY_OVERHEAD_BYTES)
+
+    def confirmed(self, sequence: int) -> None:
+        if not self._confirm_through:
+            self.session.confirms_pending(self)
+        self._confirm_through = sequence
+
+    def consumer_cancelled(self, consumer_tag: str) -> None:
+        self.proto.send_method(
+            self.number, spec.BasicCancel(consumer_tag=consumer_tag, nowait=True)
+        )
+        self.session.queued_output(_DELIVERY_OVERHEAD_BYTES)
+
+    def flush_confirms(self) -> None:
+        """Send the confirms gathered during one read as a single multiple ack."""
+        if self._confirm_through and self.proto.is_channel_open(self.number):
+            self.proto.out.append(ack_frame(self.number, self._confirm_through, True))
+        self._confirm_through = 0
+
+    # ---------------------------------------------------------- dispatch
+
+    def handle(self, method: spec.Method) -> None:
+        handler = _DISPATCH.get(type(method))
+        if handler is None:
+            raise CommandInvalid(
+                f"method {method.NAME} is not valid from a client on a channel",
+                method.CLASS_ID,
+                method.METHOD_ID,
+            )
+        handler(self, method)
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        mandatory: bool,
+        immediate: bool,
+        header: bytes,
+        body: bytes,
+    ) -> None:
+        self.channel.publish(exchange, routing_key, mandatory, immediate, header, body)
+
+    def close(self) -> None:
+        self._confirm_through = 0
+        self.channel.close()
+
+    def _reply(self, method: spec.Method) -> None:
+        self.proto.send_method(self.number, method)
+
+    # channel ------------------------------------------------------------
+
+    def _flow(self, method: spec.ChannelFlow) -> None:
+        self._reply(spec.ChannelFlowOk(active=method.active))
+        self.channel.flow(method.active)
+
+    def _flow_ok(self, method: spec.ChannelFlowOk) -> None:
+        """We never send channel.flow, so a flow-ok answers nothing; it is ignored."""
+
+    # exchange -----------------------------------------------------------
+
+    def _exchange_declare(self, method: spec.ExchangeDeclare) -> None:
+        self.channel.vhost.declare_exchange(
+            method.exchange,
+            method.exchange_type,
+            passive=method.passive,
+            durable=method.durable,
+            auto_delete=method.auto_delete,
+            internal=method.internal,
+            arguments=method.arguments,
+        )
+        if not method.nowait:
+            self._reply(spec.ExchangeDeclareOk())
+
+    def _exchange_delete(self, method: spec.ExchangeDelete) -> None:
+        self.channel.vhost.delete_exchange(method.exchange, if_unused=method.if_unused)
+        if not method.nowait:
+            self._reply(spec.ExchangeDeleteOk())
+
+    def _exchange_bind(self, method: spec.ExchangeBind) -> None:
+        self.channel.vhost.bind_exchange(
+            method.source, method.destination, method.routing_key, method.arguments
+        )
+        if not method.nowait:
+            self._reply(spec.ExchangeBindOk())
+
+    def _exchange_unbind(self, method: spec.ExchangeUnbind) -> None:
+        self.channel.vhost.unbind_exchange(
+            method.source, method.destination, method.routing_key, method.arguments
+        )
+        if not method.nowait:
+            self._reply(spec.ExchangeUnbindOk())
+
+    # queue --------------------------------------------------------------
+
+    def _queue_declare(self, method: spec.QueueDeclare) -> None:
+        queue = self.channel.declare_queue(
+            method.queue,
+            passive=method.passive,
+            durable=method.durable,
+            exclusive=method.exclusive,
+            auto_delete=method.auto_delete,
+            arguments=method.arguments,
+        )
+        if not method.nowait:
+            self._reply(
+                spec.QueueDeclareOk(
+                    queue=queue.name,
+                    message_count=queue.message_count,
+                    consumer_count=queue.consumer_count,
+                )
+            )
+
+    def _queue_bind(self, method: spec.QueueBind) -> None:
+        channel = self.channel
+        queue = channel.queue(method.queue)
+        routing_key = method.routing_key
+        if not method.queue and not routing_key:
+            routing_key = queue.name  # both empty: the last queue's name is the key too
+        channel.vhost.bind(method.exchange, queue, routing_key, method.arguments)
+        if not method.nowait:
+            self._reply(spec.QueueBindOk())
+
+    def _queue_unbind(self, method: spec.QueueUnbind) -> None:
+        channel = self.channel
+        queue = channel.queue(method.queue)
+        channel.vhost.unbind(method.exchange, queue, method.routing_key, method.arguments)
+        self._reply(spec.QueueUnbindOk())
+
+    def _queue_purge(self, method: spec.QueuePurge) -> None:
+        count = self.channel.queue(method.queue).purge()
+        if not method.nowait:
+            self._reply(spec.QueuePurgeOk(message_count=count))
+
+    def _queue_delete(self, method: spec.QueueDelete) -> None:
+        channel = self.channel
+        name = channel.resolve_queue_name(method.queue)
+        try:
+            queue = channel.vhost.queue(name, channel.connection)
+        except NotFound:
+            count = 0  # deleting what is not there succeeds, as RabbitMQ does
+        else:
+            count = channel.vhost.delete_queue(
+                queue, if_unused=method.if_unused, if_empty=method.if_empty
+            )
+        if not method.nowait:
+            self._reply(spec.QueueDeleteOk(message_count=count))
+
+    # basic --------------------------------------------------------------
+
+    def _basic_qos(self, method: spec.BasicQos) -> None:
+        self.channel.qos(method.prefetch_size, method.prefetch_count, method.global_)
+        self._reply(spec.BasicQosOk())
+
+    def _basic_consume(self, method: spec.BasicConsume) -> None:
+        channel = self.channel
+        consumer = channel.consume(
+            method.queue,
+            method.consumer_tag,
+            no_ack=method.no_ack,
+            exclusive=method.exclusive,
+            arguments=method.arguments,
+        )
+        if not method.nowait:
+            self._reply(spec.BasicConsumeOk(consumer_tag=consumer.tag))
+        channel.start(consumer)
+
+    def _basic_cancel(self, method: spec.BasicCancel) -> None:
+        self.channel.cancel(method.consumer_tag)
+        if not method.nowait:
+            self._reply(spec.BasicCancelOk(consumer_tag=method.consumer_tag))
+
+    def _basic_get(self, method: spec.BasicGet) -> None:
+        got = self.channel.get(method.queue, method.no_ack)
+        if got is None:
+            self._reply(spec.BasicGetEmpty())
+            return
+        delivery_tag, redelivered, message, message_count = got
+        route = message.encoded_route
+        if route is None:
+            route = message.encoded_route = short_string(message.exchange) + short_string(
+                message.routing_key
+            )
+        out = self.proto.out
+        append_get_ok(out, self.number, delivery_tag, redelivered, route, message_count)
+        append_content(
+            out, self.number, message.header, message.body, self.proto.body_frame_bytes_max
+        )
+        self.session.queued_output(len(message.body) + _DELIVERY_OVERHEAD_BYTES)
+
+    def _basic_ack(self, method: spec.BasicAck) -> None:
+        self.channel.ack(method.delivery_tag, method.multiple)
+
+    def _basic_nack(self, method: spec.BasicNack) -> None:
+        self.channel.nack(method.delivery_tag, method.multiple, method.requeue)
+
+    def _basic_reject(self, method: spec.BasicReject) -> None:
+        self.channel.reject(method.delivery_tag, method.requeue)
+
+    def _basic_recover(self, method: spec.BasicRecover) -> None:
+        self.channel.recover(method.requeue)
+        self._reply(spec.BasicRecoverOk())
+
+    def _basic_recover_async(self, method: spec.BasicRecoverAsync) -> None:
+        raise FeatureNotImplemented("basic.recover_async is deprecated", 60, 100)
+
+    # confirm and tx -----------------------------------------------------
+
+    def _confirm_select(self, method: spec.ConfirmSelect) -> None:
+        self.channel.select_confirms()
+        if not method.nowait:
+            self._reply(spec.ConfirmSelectOk())
+
+    def _tx_select(self, method: spec.TxSelect) -> None:
+        self.channel.select_tx()
+        self._reply(spec.TxSelectOk())
+
+    def _tx_commit(self, method: spec.TxCommit) -> None:
+        self.channel.commit()
+        self._reply(spec.TxCommitOk())
+
+    def _tx_rollback(self, method: spec.TxRollback) -> None:
+        self.channel.rollback()
+        self._reply(spec.TxRollbackOk())
+
+
+_DISPATCH: Final[dict[type[spec.Method], Callable[[ChannelHandler, Any], None]]] = {
+    spec.ChannelFlow: ChannelHandler._flow,
+    spec.ChannelFlowOk: ChannelHandler._flow_ok,
+    spec.ExchangeDeclare: ChannelHandler._exchange_declare,
+    spec.ExchangeDelete: ChannelHandler._exchange_delete,
+    spec.ExchangeBind: ChannelHandler._exchange_bind,
+    spec.ExchangeUnbind: ChannelHandler._exchange_unbind,
+    spec.QueueDeclare: ChannelHandler._queue_declare,
+    spec.QueueBind: ChannelHandler._queue_bind,
+    spec.QueueUnbind: ChannelHandler._queue_unbind,
+    spec.QueuePurge: ChannelHandler._queue_purge,
+    spec.QueueDelete: ChannelHandler._queue_delete,
+    spec.BasicQos: ChannelHandler._basic_qos,
+    spec.BasicConsume: ChannelHandler._basic_consume,
+    spec.BasicCancel: ChannelHandler._basic_cancel,
+    spec.BasicGet: ChannelHandler._basic_get,
+    spec.BasicAck: ChannelHandler._basic_ack,
+    spec.BasicNack: ChannelHandler._basic_nack,
+    spec.BasicReject: ChannelHandler._basic_reject,
+    spec.BasicRecover: ChannelHandler._basic_recover,
+    spec.BasicRecoverAsync: ChannelHandler._basic_recover_async,
+    spec.ConfirmSelect: ChannelHandler._confirm_select,
+    spec.TxSelect: ChannelHandler._tx_select,
+    spec.TxCommit: ChannelHandler._tx_commit,
+    spec.TxRollback: ChannelHandler._tx_rollback,
+}

@@ -1,0 +1,428 @@
+"""One client connection: the read loop, the write pump, timers and the close handshake.
+
+Moves bytes and calls into protocol/ and broker/; the decisions are theirs. Each read is
+parsed completely and handled synchronously (no await per message); everything it and
+other connections queue for this client goes out in one write per wake-up of the pump.
+Deliveries stop flowing to a client whose queued output passes `outbound_bytes_max`
+until the pump has drained it. A client silent for two heartbeat intervals, or slower
+than the handshake timeout, is dropped.
+
+Imports anyio, amqpd.protocol, amqpd.broker, amqpd.errors and server.*.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import anyio.abc
+
+from amqpd.broker.connection import Connection
+from amqpd.errors import (
+    CONNECTION_FORCED,
+    AMQPException,
+    ChannelException,
+    ConnectionException,
+    FeatureNotImplemented,
+    InternalError,
+    LoginRefused,
+    NotAllowed,
+    reply_text,
+)
+from amqpd.protocol.connection import Phase, ProtocolConnection
+from amqpd.protocol.events import (
+    Ack,
+    BadProtocolHeader,
+    ChannelClosed,
+    ChannelFailed,
+    ChannelOpened,
+    CloseCompleted,
+    CloseRequested,
+    Event,
+    LoginRequested,
+    MethodReceived,
+    OpenRequested,
+    Publish,
+    Tuned,
+)
+from amqpd.server.channel import ChannelHandler
+
+if TYPE_CHECKING:
+    from amqpd.server.context import ServerContext
+
+log = logging.getLogger("amqpd.connection")
+
+RECEIVE_BYTES_MAX: Final = 262_144  # large reads: fewer wake-ups, more frames per parse
+TIMER_TICK_S: Final = 0.5
+SHUTDOWN_REASON: Final = "broker forced connection closure with reason 'shutdown'"
+
+_CONNECTION_RESET: Final = (
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    ConnectionError,
+    OSError,
+)
+
+
+class ClientSession:
+    def __init__(
+        self,
+        context: ServerContext,
+        stream: anyio.abc.SocketStream,
+        peer: tuple[str, int],
+        local: tuple[str, int],
+    ) -> None:
+        self.context = context
+        self.stream = stream
+        self.peer_host, self.peer_port = peer
+        self.name = f"{peer[0]}:{peer[1]} -> {local[0]}:{local[1]}"
+        self.proto = ProtocolConnection(context.protocol_limits, context.server_properties)
+        self.broker_connection: Connection | None = None
+        self.handlers: dict[int, ChannelHandler] = {}
+        self.username = ""
+        now = anyio.current_time()
+        self._accepted_at = now
+        self._last_received = now
+        self._last_sent = now
+        self._closing_since: float | None = None
+        self._stop_reading = False
+        self._wake = anyio.Event()
+        self._write_scheduled = False
+        self._queued_bytes = 0
+        self._output_blocked = False
+        self._confirming: list[ChannelHandler] = []
+        self._finishing = False
+        self._finished = anyio.Event()
+        self._cancel_scope: anyio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<ClientSession {self.label}>"
+
+    @property
+    def label(self) -> str:
+        """How logs name this connection: address, and the client's connection_name."""
+        client_name = self.proto.client_properties.get("connection_name")
+        return f"{self.name} ({client_name})" if isinstance(client_name, str) else self.name
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def run(self) -> None:
+        try:
+            with anyio.CancelScope() as scope:
+                self._cancel_scope = scope
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._write_loop)
+                    tasks.start_soon(self._timer_loop)
+                    await self._read_loop()
+                    await self._finish_output()
+                    tasks.cancel_scope.cancel()
+        finally:
+            self._release_broker_state()
+            with anyio.CancelScope(shield=True):
+                await self.stream.aclose()
+            log.debug("connection %s: socket closed", self.label)
+
+    def abort(self) -> None:
+        """Drop the connection now, without a close handshake."""
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    def shutdown(self) -> None:
+        """The broker is stopping: 320 CONNECTION_FORCED, then wait for close-ok."""
+        if self.proto.phase in (Phase.AWAITING_PROTOCOL_HEADER, Phase.CLOSED):
+            self.abort()
+            return
+        self._close_connection(CONNECTION_FORCED, reply_text(CONNECTION_FORCED, SHUTDOWN_REASON))
+
+    async def _read_loop(self) -> None:
+        receive = self.stream.receive
+        while not self._stop_reading:
+            try:
+                data = await receive(RECEIVE_BYTES_MAX)
+            except _CONNECTION_RESET:
+                if self.broker_connection is not None and self._closing_since is None:
+                    log.warning("connection %s: client closed the socket abruptly", self.label)
+                return
+            self._last_received = anyio.current_time()
+            self._on_data(data)
+
+    async def _finish_output(self) -> None:
+        self._finishing = True
+        self._schedule_write()
+        with anyio.move_on_after(self.context.limits.close_timeout_s):
+            await self._finished.wait()
+
+    async def _write_loop(self) -> None:
+        proto = self.proto
+        send = self.stream.send
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                self._write_scheduled = False
+                data = proto.data_to_send()
+                self._queued_bytes = 0
+                if self._output_blocked:
+                    self._output_blocked = False
+                    for handler in list(self.handlers.values()):
+                        handler.channel.set_writable(True)
+                if data:
+                    await send(data)
+                    self._last_sent = anyio.current_time()
+                if self._finishing and not proto.has_data_to_send:
+                    self._finished.set()
+                    return
+        except _CONNECTION_RESET:
+            self._finished.set()
+            self.abort()
+
+    async def _timer_loop(self) -> None:
+        limits = self.context.limits
+        while True:
+            await anyio.sleep(TIMER_TICK_S)
+            now = anyio.current_time()
+            if self._closing_since is not None:
+                if now - self._closing_since > limits.close_timeout_s:
+                    log.warning("connection %s: no close-ok from client; dropped", self.label)
+                    self.abort()
+                continue
+            if self.broker_connection is None:
+                if now - self._accepted_at > limits.handshake_timeout_s:
+                    log.warning(
+                        "connection %s: handshake not finished within %.0f s; dropped",
+                        self.label,
+                        limits.handshake_timeout_s,
+                    )
+                    self.abort()
+                continue
+            heartbeat_s = self.proto.heartbeat_s
+            if not heartbeat_s:
+                continue
+            if now - self._last_received > 2 * heartbeat_s:
+                log.warning(
+                    "connection %s: missed heartbeats from client, timeout: %d s; dropped",
+                    self.label,
+                    heartbeat_s,
+                )
+                self.abort()
+                return
+            if now - self._last_sent >= heartbeat_s / 2:
+                self.proto.send_heartbeat()
+                self._schedule_write()
+
+    # ---------------------------------------------------------- output flow
+
+    def _schedule_write(self) -> None:
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self._wake.set()
+
+    def queued_output(self, size: int) -> None:
+        """A handler queued `size` bytes for this client; wake the pump, bound the backlog."""
+        self._queued_bytes += size
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self._wake.set()
+        if self._queued_bytes > self.context.limits.outbound_bytes_max and not self._output_blocked:
+            self._output_blocked = True
+            for handler in self.handlers.values():
+                handler.channel.set_writable(False)
+
+    def confirms_pending(self, handler: ChannelHandler) -> None:
+        self._confirming.append(handler)
+
+    def _flush_confirms(self) -> None:
+        confirming = self._confirming
+        if confirming:
+            for handler in confirming:
+                handler.flush_confirms()
+            confirming.clear()
+
+    # ---------------------------------------------------------------- input
+
+    def _on_data(self, data: bytes) -> None:
+        handlers = self.handlers
+        try:
+            for event in self.proto.receive_data(data):
+                kind = type(event)
+                try:
+                    if kind is Publish:
+                        assert isinstance(event, Publish)
+                        handlers[event.channel].channel.publish(
+                            event.exchange,
+                            event.routing_key,
+                            event.mandatory,
+                            event.immediate,
+                            event.header,
+                            event.body,
+                        )
+                    elif kind is Ack:
+                        assert isinstance(event, Ack)
+                        handlers[event.channel].channel.ack(event.delivery_tag, event.multiple)
+                    else:
+                        self._handle(event)
+                except ChannelException as error:
+                    _fill_method_ids(error, event)
+                    self._fail_channel(_channel_of(event), error)
+                except ConnectionException as error:
+                    _fill_method_ids(error, event)
+                    self._fail_connection(error)
+        except ConnectionException as error:
+            self._fail_connection(error)
+        except Exception:
+            log.exception("connection %s: internal error; closing the connection", self.label)
+            self._fail_connection(InternalError("internal error, see the broker log"))
+        self._flush_confirms()
+        self._schedule_write()
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, MethodReceived):
+            if event.channel == 0:
+                raise FeatureNotImplemented(
+                    f"{event.method.NAME} is not supported",
+                    event.method.CLASS_ID,
+                    event.method.METHOD_ID,
+                )
+            self.handlers[event.channel].handle(event.method)
+        elif isinstance(event, ChannelOpened):
+            connection = self.broker_connection
+            assert connection is not None
+            handler = ChannelHandler(event.channel, self)
+            self.handlers[event.channel] = handler
+            connection.channels[event.channel] = handler.channel
+            if self._output_blocked:
+                handler.channel.set_writable(False)
+        elif isinstance(event, ChannelClosed):
+            self._release_channel(event.channel)
+        elif isinstance(event, ChannelFailed):
+            self._fail_channel(event.channel, event.error)
+        elif isinstance(event, LoginRequested):
+            self._login(event)
+        elif isinstance(event, Tuned):
+            log.debug("connection %s: tuned %s", self.label, event)
+        elif isinstance(event, OpenRequested):
+            self._open(event.virtual_host)
+        elif isinstance(event, CloseRequested):
+            log.info("connection %s: closed by client (user '%s')", self.label, self.username)
+            self._release_broker_state()
+            self._stop_reading = True
+        elif isinstance(event, CloseCompleted):
+            self._stop_reading = True
+        elif isinstance(event, BadProtocolHeader):
+            log.warning(
+                "connection %s: bad protocol header %r; sent ours and closed",
+                self.label,
+                event.received,
+            )
+            self._stop_reading = True
+
+    def _login(self, event: LoginRequested) -> None:
+        try:
+            user = self.context.authenticator.authenticate(
+                event.mechanism, event.username, event.password, self.peer_host
+            )
+        except LoginRefused as error:
+            if self.proto.has_capability("authentication_failure_close"):
+                self.proto.close(error)
+            else:
+                self.proto.abandon()  # RabbitMQ just closes the socket here
+            self._stop_reading = True
+            return
+        self.username = user.name
+        self.proto.accept_login()
+
+    def _open(self, vhost_name: str) -> None:
+        context = self.context
+        vhost = context.broker.vhost(vhost_name)
+        if vhost is None:
+            raise NotAllowed(f"vhost {vhost_name} not found", 10, 40)
+        user = context.authenticator.user(self.username)
+        if user is None or not context.authenticator.may_use_vhost(user, vhost_name):
+            log.warning(
+                "connection %s: access to vhost '%s' refused for user '%s'",
+                self.label,
+                vhost_name,
+                self.username,
+            )
+            raise NotAllowed(
+                f"access to vhost '{vhost_name}' refused for user '{self.username}'", 10, 40
+            )
+        self.broker_connection = Connection(
+            self.label,
+            self.username,
+            vhost,
+            consumer_cancel_notify=self.proto.has_capability("consumer_cancel_notify"),
+        )
+        self.proto.accept_open()
+        log.info(
+            "connection %s: user '%s' opened vhost '%s'", self.label, self.username, vhost_name
+        )
+
+    # ---------------------------------------------------------------- errors
+
+    def _fail_channel(self, channel: int, error: ChannelException) -> None:
+        log.warning(
+            "connection %s, channel %d: %s (user '%s')",
+            self.label,
+            channel,
+            error.reply_text,
+            self.username,
+        )
+        self._release_channel(channel)
+        self.proto.close_channel(
+            channel, error.reply_code, error.reply_text, error.class_id, error.method_id
+        )
+
+    def _fail_connection(self, error: ConnectionException) -> None:
+        log.warning(
+            "connection %s: closing with %s (user '%s')",
+            self.label,
+            error.reply_text,
+            self.username,
+        )
+        self._close_connection(error.reply_code, error.reply_text, error.class_id, error.method_id)
+
+    def _close_connection(
+        self, reply_code: int, text: str, class_id: int = 0, method_id: int = 0
+    ) -> None:
+        if self._closing_since is not None or self.proto.closed:
+            return
+        self.proto.close_with(reply_code, text, class_id, method_id)
+        self._closing_since = anyio.current_time()
+        self._release_broker_state()
+        self._schedule_write()
+
+    def _release_channel(self, number: int) -> None:
+        handler = self.handlers.pop(number, None)
+        if handler is not None:
+            handler.close()
+            if self.broker_connection is not None:
+                self.broker_connection.channels.pop(number, None)
+
+    def _release_broker_state(self) -> None:
+        """Close every channel (requeueing unacked messages) and drop exclusive queues."""
+        self.handlers.clear()
+        self._confirming.clear()
+        connection = self.broker_connection
+        if connection is not None and not connection.closed:
+            connection.close()
+
+
+def _channel_of(event: Event) -> int:
+    channel = getattr(event, "channel", 0)
+    assert isinstance(channel, int)
+    return channel
+
+
+def _fill_method_ids(error: AMQPException, event: Event) -> None:
+    """Name the failing method in the close frame when the raise site did not."""
+    if error.class_id:
+        return
+    if isinstance(event, MethodReceived):
+        error.class_id, error.method_id = event.method.CLASS_ID, event.method.METHOD_ID
+    elif isinstance(event, Publish):
+        error.class_id, error.method_id = 60, 40
+    elif isinstance(event, Ack):
+        error.class_id, error.method_id = 60, 80

@@ -1,0 +1,301 @@
+"""Connection-level behaviour seen on the wire: header check, heartbeats, timeouts, limits,
+frame errors and the close handshakes. Uses a raw client so every frame is visible."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pamqp import commands, heartbeat
+
+from tests.support.broker_process import BrokerProcess
+from tests.support.raw_client import PROTOCOL_HEADER, Closed, RawClient
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker with small limits so that they are cheap to reach."""
+    directory = tmp_path_factory.mktemp("session")
+    config = directory / "amqpd.yaml"
+    config.write_text(
+        "listeners: [{bind: 127.0.0.1, port: 0}]\n"
+        "limits:\n"
+        "  handshake_timeout_s: 1\n"
+        "  close_timeout_s: 1\n"
+        "  message_bytes_max: 1000\n"
+        "  channel_max: 8\n"
+    )
+    process = BrokerProcess(directory / "data", ["--config", str(config)]).start()
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.log
+
+
+def connect(broker: BrokerProcess) -> RawClient:
+    return RawClient(broker.host, broker.port)
+
+
+def test_wrong_protocol_header_gets_ours_back_then_close(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.send_raw(b"HTTP/1.1")
+        assert client.receive_bytes(8) == PROTOCOL_HEADER
+        with pytest.raises(Closed):
+            client.receive_bytes(1)
+
+
+def test_older_amqp_version_gets_ours_back(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.send_raw(b"AMQP\x01\x01\x00\x09")
+        assert client.receive_bytes(8) == PROTOCOL_HEADER
+
+
+def test_start_advertises_capabilities(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.send_raw(PROTOCOL_HEADER)
+        start = client.expect(commands.Connection.Start)
+    assert (start.version_major, start.version_minor) == (0, 9)
+    assert set(start.mechanisms.split()) == {"PLAIN", "AMQPLAIN"}
+    assert start.server_properties["product"] == "amqpd"
+    capabilities = start.server_properties["capabilities"]
+    for name in (
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "consumer_priorities",
+        "authentication_failure_close",
+        "per_consumer_qos",
+    ):
+        assert capabilities[name] is True, name
+
+
+def test_tune_offers_configured_limits(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        tune = client.handshake()
+    assert (tune.channel_max, tune.frame_max, tune.heartbeat) == (8, 131072, 60)
+
+
+def test_amqplain_login(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.send_raw(PROTOCOL_HEADER)
+        client.expect(commands.Connection.Start)
+        from pamqp import encode
+
+        response = encode.field_table({"LOGIN": "guest", "PASSWORD": "guest"})[4:]
+        client.send(
+            0,
+            commands.Connection.StartOk(
+                client_properties={}, mechanism="AMQPLAIN", response=response.decode()
+            ),
+        )
+        client.expect(commands.Connection.Tune)
+
+
+def test_bad_password_with_authentication_failure_close(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.send_raw(PROTOCOL_HEADER)
+        client.expect(commands.Connection.Start)
+        client.send(
+            0,
+            commands.Connection.StartOk(
+                client_properties={"capabilities": {"authentication_failure_close": True}},
+                mechanism="PLAIN",
+                response="\0guest\0wrong",
+            ),
+        )
+        close = client.expect(commands.Connection.Close)
+        assert close.reply_code == 403
+        assert close.reply_text == (
+            "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For "
+            "details see the broker logfile."
+        )
+    broker.wait_for("login refused from 127.0.0.1: user 'guest' - invalid credentials")
+
+
+def test_bad_password_without_the_capability_just_closes(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.send_raw(PROTOCOL_HEADER)
+        client.expect(commands.Connection.Start)
+        client.send(
+            0,
+            commands.Connection.StartOk(
+                client_properties={}, mechanism="PLAIN", response="\0nobody\0x"
+            ),
+        )
+        assert client.wait_closed() == []
+
+
+def test_unknown_vhost_is_refused_with_530(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.send_raw(PROTOCOL_HEADER)
+        client.expect(commands.Connection.Start)
+        client.send(
+            0,
+            commands.Connection.StartOk(
+                client_properties={}, mechanism="PLAIN", response="\0guest\0guest"
+            ),
+        )
+        client.expect(commands.Connection.Tune)
+        client.send(0, commands.Connection.TuneOk(channel_max=0, frame_max=131072, heartbeat=0))
+        client.send(0, commands.Connection.Open(virtual_host="nowhere"))
+        close = client.expect(commands.Connection.Close)
+        assert close.reply_code == 530
+        assert close.reply_text == "NOT_ALLOWED - vhost nowhere not found"
+        client.send(0, commands.Connection.CloseOk())
+        assert client.wait_closed() == []
+
+
+def test_tune_ok_above_our_limits_is_refused(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.send_raw(PROTOCOL_HEADER)
+        client.expect(commands.Connection.Start)
+        client.send(
+            0,
+            commands.Connection.StartOk(
+                client_properties={}, mechanism="PLAIN", response="\0guest\0guest"
+            ),
+        )
+        client.expect(commands.Connection.Tune)
+        client.send(0, commands.Connection.TuneOk(channel_max=0, frame_max=1 << 20, heartbeat=0))
+        close = client.expect(commands.Connection.Close)
+        assert close.reply_code == 530
+        assert close.reply_text == "NOT_ALLOWED - frame_max=1048576 > 131072 max size"
+
+
+def test_handshake_timeout_drops_a_silent_client(broker: BrokerProcess) -> None:
+    started = time.monotonic()
+    with connect(broker) as client, pytest.raises(Closed):
+        client.receive_bytes(1, timeout_s=5)
+    assert time.monotonic() - started < 4
+    broker.wait_for("handshake not finished within 1 s; dropped")
+
+
+def test_server_sends_heartbeats_and_drops_a_silent_client(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.handshake(heartbeat_s=1)
+        channel, frame = client.receive(timeout_s=3)
+        assert (channel, type(frame)) == (0, heartbeat.Heartbeat)
+        started = time.monotonic()
+        frames = client.wait_closed(timeout_s=6)
+        assert all(isinstance(frame, heartbeat.Heartbeat) for _, frame in frames)
+        assert 1.5 < time.monotonic() - started < 5
+    broker.wait_for("missed heartbeats from client, timeout: 1 s; dropped")
+
+
+def test_a_client_that_sends_heartbeats_stays_connected(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.handshake(heartbeat_s=1)
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline:
+            _channel, frame = client.receive(timeout_s=3)  # the server's heartbeats pace us
+            assert isinstance(frame, heartbeat.Heartbeat)
+            client.send(0, heartbeat.Heartbeat())
+        client.open_channel(1)  # still alive and answering
+
+
+def test_method_before_channel_open_is_a_504(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.handshake()
+        client.send(5, commands.Queue.Declare(queue="x"))
+        close = client.expect(commands.Connection.Close)
+        assert (close.reply_code, close.class_id, close.method_id) == (504, 50, 10)
+        assert close.reply_text == "CHANNEL_ERROR - expected 'channel.open'"
+
+
+def test_second_channel_open_is_a_504(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.handshake()
+        client.open_channel(1)
+        client.send(1, commands.Channel.Open())
+        close = client.expect(commands.Connection.Close)
+        assert close.reply_code == 504
+        assert close.reply_text == "CHANNEL_ERROR - second 'channel.open' seen"
+
+
+def test_channel_above_channel_max_is_refused(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.handshake()
+        client.open_channel(8)
+        client.send(9, commands.Channel.Open())
+        close = client.expect(commands.Connection.Close)
+        assert close.reply_code == 504
+
+
+def test_after_channel_close_only_close_ok_counts(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.handshake()
+        client.open_channel(1)
+        client.send(1, commands.Queue.Declare(queue="missing", passive=True))
+        close = client.expect(commands.Channel.Close)
+        assert close.reply_code == 404
+        # Ignored until close-ok: no reply, no error.
+        client.send(1, commands.Queue.Declare(queue="", exclusive=True))
+        client.publish(1, b"dropped", routing_key="nowhere")
+        client.send(1, commands.Channel.CloseOk())
+        client.open_channel(1)  # the number is free again
+        client.send(1, commands.Queue.Declare(queue="", exclusive=True))
+        assert client.expect(commands.Queue.DeclareOk).queue.startswith("amq.gen-")
+
+
+def test_frame_above_frame_max_is_a_501(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.handshake(frame_max=4096)
+        client.open_channel(1)
+        big_arguments = {"x-padding": "x" * 5000}  # a method frame over the 4096 agreed
+        client.send(1, commands.Queue.Declare(queue="q", arguments=big_arguments))
+        close = client.expect(commands.Connection.Close)
+        assert close.reply_code == 501
+
+
+def test_message_above_message_bytes_max_is_a_406(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.handshake()
+        client.open_channel(1)
+        client.publish(1, b"x" * 1001, routing_key="q")
+        close = client.expect(commands.Channel.Close)
+        assert (close.reply_code, close.class_id, close.method_id) == (406, 60, 40)
+        assert close.reply_text == (
+            "PRECONDITION_FAILED - message size 1001 is larger than configured max size 1000"
+        )
+
+
+def test_content_header_without_publish_is_a_505(broker: BrokerProcess) -> None:
+    from pamqp import header
+
+    with connect(broker) as client:
+        client.handshake()
+        client.open_channel(1)
+        client.send(1, header.ContentHeader(0, 3, commands.Basic.Properties()))
+        close = client.expect(commands.Connection.Close)
+        assert close.reply_code == 505
+
+
+def test_client_close_gets_close_ok(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.handshake()
+        client.send(
+            0, commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)
+        )
+        client.expect(commands.Connection.CloseOk)
+        assert client.wait_closed() == []
+
+
+def test_connection_limit(tmp_path: Path) -> None:
+    config = tmp_path / "amqpd.yaml"
+    config.write_text("listeners: [{bind: 127.0.0.1, port: 0}]\nlimits: {connections_max: 1}\n")
+    process = BrokerProcess(tmp_path / "data", ["--config", str(config)]).start()
+    try:
+        with RawClient(process.host, process.port) as first:
+            first.handshake()
+            with RawClient(process.host, process.port) as second:
+                second.send_raw(PROTOCOL_HEADER)
+                with pytest.raises(Closed):
+                    second.receive_bytes(1)
+            process.wait_for(r"refused: connection limit \(1\) reached")
+            first.open_channel(1)  # the first one is unaffected
+    finally:
+        assert process.stop() == 0
