@@ -66,6 +66,13 @@ def reply_text(reply_code: int, detail: str) -> str:
     return encoded[:SHORTSTR_BYTES_MAX].decode("utf-8", "ignore")
 
 
+def erlang_binary(data: bytes) -> str:
+    """Bytes as RabbitMQ's error texts print them (Erlang's ~p): <<"abc">> or <<0,50>>."""
+    if data and all(32 <= octet <= 126 for octet in data) and b'"' not in data:
+        return '<<"' + data.decode("ascii") + '">>'
+    return "<<" + ",".join(str(octet) for octet in data) + ">>"
+
+
 class AMQPException(Exception):
     """A failure the peer must hear about; the subclass picks the reply code and the scope."""
 

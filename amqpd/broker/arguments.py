@@ -17,81 +17,91 @@ from typing import Final
 from amqpd.codec.fields import FieldTable, FieldValue, type_name
 from amqpd.errors import FeatureNotImplemented, PreconditionFailed
 
-Check = Callable[[FieldValue], str | None]  # None when valid, else RabbitMQ's reason term
+# A check returns None when the value is valid, else RabbitMQ's reason as it prints it.
+Check = Callable[[FieldValue, FieldTable], str | None]
 
 
-def _integer(value: FieldValue) -> str | None:
+def _integer(value: FieldValue, _: FieldTable) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
-        return f"{{unacceptable_type,{type_name(value)}}}"
+        return f'"expected integer, got {type_name(value)}"'
     return None
 
 
-def _non_negative_integer(value: FieldValue) -> str | None:
-    reason = _integer(value)
+def _non_negative_integer(value: FieldValue, arguments: FieldTable) -> str | None:
+    reason = _integer(value, arguments)
     if reason is None and isinstance(value, int) and value < 0:
         return f"{{value_negative,{value}}}"
     return reason
 
 
-def _positive_integer(value: FieldValue) -> str | None:
-    reason = _integer(value)
-    if reason is None and isinstance(value, int) and value <= 0:
-        return f"{{value_zero,{value}}}" if value == 0 else f"{{value_negative,{value}}}"
+def _positive_integer(value: FieldValue, arguments: FieldTable) -> str | None:
+    reason = _non_negative_integer(value, arguments)
+    if reason is None and value == 0:
+        return "{value_zero,0}"
     return reason
 
 
-def _string(value: FieldValue) -> str | None:
-    if not isinstance(value, str):
-        return f"{{unacceptable_type,{type_name(value)}}}"
-    return None
+def _max_priority(value: FieldValue, arguments: FieldTable) -> str | None:
+    reason = _non_negative_integer(value, arguments)
+    if reason is None and isinstance(value, int) and value > 255:
+        return f"{{max_value_exceeded,{value}}}"
+    return reason
 
 
-def _boolean(value: FieldValue) -> str | None:
-    if not isinstance(value, bool):
-        return f"{{unacceptable_type,{type_name(value)}}}"
-    return None
-
-
-def _one_of(*allowed: str) -> Check:
-    def check(value: FieldValue) -> str | None:
-        reason = _string(value)
-        if reason is None and value not in allowed:
-            return f"{{unacceptable_value,{value}}}" if isinstance(value, str) else reason
-        return reason
+def _typed(expected: type) -> Check:
+    def check(value: FieldValue, _: FieldTable) -> str | None:
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            return f"{{unacceptable_type,{type_name(value)}}}"
+        return None
 
     return check
 
 
-def _max_priority(value: FieldValue) -> str | None:
-    reason = _integer(value)
-    if reason is None and isinstance(value, int) and not 0 <= value <= 255:
-        return f"{{value_out_of_range,{value}}}"
-    return reason
+def _one_of(allowed: tuple[str, ...], reason: str) -> Check:
+    """A string from `allowed`; `reason` is RabbitMQ's, with {value} for the value."""
+
+    def check(value: FieldValue, _: FieldTable) -> str | None:
+        if not isinstance(value, str):
+            return f"{{unacceptable_type,{type_name(value)}}}"
+        return None if value in allowed else reason.format(value=value)
+
+    return check
 
 
-# The queue arguments RabbitMQ 3.10 knows: validated on declare and compared on redeclare.
+def _dead_letter_routing_key(value: FieldValue, arguments: FieldTable) -> str | None:
+    if not isinstance(value, str):
+        return f"{{unacceptable_type,{type_name(value)}}}"
+    if "x-dead-letter-exchange" not in arguments:
+        return "routing_key_but_no_dlx_defined"
+    return None
+
+
+# The queue arguments RabbitMQ 3.10 knows, in its order: validated on declare (with its
+# reasons, verbatim) and compared on redeclare.
 QUEUE_ARGUMENTS: Final[dict[str, Check]] = {
     "x-expires": _positive_integer,
     "x-message-ttl": _non_negative_integer,
-    "x-dead-letter-exchange": _string,
-    "x-dead-letter-routing-key": _string,
+    "x-dead-letter-exchange": _typed(str),
+    "x-dead-letter-routing-key": _dead_letter_routing_key,
+    "x-dead-letter-strategy": _one_of(("at-most-once", "at-least-once"), "invalid_dlx_strategy"),
     "x-max-length": _non_negative_integer,
     "x-max-length-bytes": _non_negative_integer,
     "x-max-in-memory-length": _non_negative_integer,
     "x-max-in-memory-bytes": _non_negative_integer,
     "x-max-priority": _max_priority,
-    "x-overflow": _one_of("drop-head", "reject-publish", "reject-publish-dlx"),
-    "x-queue-mode": _one_of("default", "lazy"),
-    "x-single-active-consumer": _boolean,
-    "x-queue-type": _one_of("classic", "quorum", "stream"),
+    "x-overflow": _one_of(
+        ("drop-head", "reject-publish", "reject-publish-dlx"), "invalid_overflow"
+    ),
+    "x-queue-mode": _one_of(("default", "lazy"), "\"unsupported queue mode '{value}'\""),
+    "x-single-active-consumer": _typed(bool),
+    "x-queue-type": _one_of(
+        ("classic", "quorum", "stream"), "\"unsupported queue type '{value}'\""
+    ),
     "x-quorum-initial-group-size": _positive_integer,
-    "x-max-age": _string,
-    "x-stream-max-segment-size-bytes": _positive_integer,
+    "x-max-age": _typed(str),
+    "x-stream-max-segment-size-bytes": _non_negative_integer,
     "x-initial-cluster-size": _positive_integer,
-    "x-queue-leader-locator": _one_of("client-local", "balanced"),
-    "x-queue-master-locator": _one_of("min-masters", "client-local", "random"),
-    "x-delivery-limit": _non_negative_integer,
-    "x-dead-letter-strategy": _one_of("at-most-once", "at-least-once"),
+    "x-queue-leader-locator": _one_of(("client-local", "balanced"), "invalid_queue_locator_arg"),
 }
 
 # Known queue arguments that change message behaviour and that amqpd does not implement
@@ -107,7 +117,7 @@ QUEUE_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset(
         "x-max-priority",
         "x-overflow",
         "x-single-active-consumer",
-        "x-delivery-limit",
+        "x-delivery-limit",  # a quorum-queue argument in RabbitMQ 3.10; amqpd will take it
         "x-dead-letter-strategy",
         "x-max-age",
         "x-stream-max-segment-size-bytes",
@@ -117,11 +127,11 @@ QUEUE_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset(
 # Queue types amqpd serves today; quorum and stream are refused until they exist.
 SUPPORTED_QUEUE_TYPES: Final = frozenset({"classic"})
 
-EXCHANGE_ARGUMENTS: Final[dict[str, Check]] = {"alternate-exchange": _string}
+EXCHANGE_ARGUMENTS: Final[dict[str, Check]] = {"alternate-exchange": _typed(str)}
 
 CONSUMER_ARGUMENTS: Final[dict[str, Check]] = {
     "x-priority": _integer,
-    "x-cancel-on-ha-failover": _boolean,
+    "x-cancel-on-ha-failover": _typed(bool),
 }
 CONSUMER_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset({"x-stream-offset", "x-stream-filter"})
 
@@ -132,7 +142,7 @@ def _validate(
     for key, check in known.items():
         if key not in arguments:
             continue
-        reason = check(arguments[key])
+        reason = check(arguments[key], arguments)
         if reason is not None:
             raise PreconditionFailed(
                 f"invalid arg '{key}' for {what} '{name}' in vhost '{vhost}': {reason}"
@@ -166,7 +176,8 @@ def validate_consumer_arguments(arguments: FieldTable, queue: str, vhost: str) -
             )
 
 
-def _describe(value: FieldValue | None, present: bool) -> str:
+def _described(value: FieldValue, present: bool) -> str:
+    """One side of an inequivalence, as RabbitMQ prints an argument with its type."""
     if not present:
         return "none"
     return f"the value '{_format(value)}' of type '{type_name(value)}'"
@@ -202,12 +213,17 @@ def check_equivalent_arguments(
         in_current, in_received = key in current, key in received
         if not in_current and not in_received:
             continue
-        if in_current and in_received and _same_argument(current[key], received[key]):
-            continue
+        if in_current and in_received:
+            if _same_argument(current[key], received[key]):
+                continue
+            # Both present: RabbitMQ prints the bare values.
+            now, before = f"'{_format(received[key])}'", f"'{_format(current[key])}'"
+        else:
+            now = _described(received.get(key), in_received)
+            before = _described(current.get(key), in_current)
         raise PreconditionFailed(
             f"inequivalent arg '{key}' for {what} '{name}' in vhost '{vhost}': "
-            f"received {_describe(received.get(key), in_received)} but current is "
-            f"{_describe(current.get(key), in_current)}"
+            f"received {now} but current is {before}"
         )
 
 

@@ -11,6 +11,7 @@ Synchronous and pure; imports amqpd.codec, amqpd.errors and broker.* only.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Final
 
 from amqpd.broker.arguments import validate_consumer_arguments
@@ -21,7 +22,7 @@ from amqpd.broker.ports import ChannelSink
 from amqpd.broker.queue import Queue, QueueEntry
 from amqpd.broker.vhost import VirtualHost, server_generated_name
 from amqpd.codec.fields import FieldTable
-from amqpd.codec.properties import FLAG_USER_ID
+from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_USER_ID
 from amqpd.errors import (
     NO_ROUTE,
     AccessRefused,
@@ -34,11 +35,28 @@ from amqpd.errors import (
 if TYPE_CHECKING:
     from amqpd.broker.connection import Connection
 
-PREFETCH_COUNT_MAX: Final = 65_535  # basic.qos prefetch-count is a short
+_INTEGER_PREFIX: Final = re.compile(r"([+-]?[0-9]+)(.*)", re.DOTALL)
 
 _ACK: Final = 0
 _REQUEUE: Final = 1
 _DISCARD: Final = 2
+
+
+def check_expiration(expiration: str | None) -> None:
+    """406 unless the expiration property is a non-negative integer of milliseconds
+    (reasons as RabbitMQ words them)."""
+    if expiration is None:
+        return
+    match = _INTEGER_PREFIX.fullmatch(expiration)
+    if match is None:
+        reason = "no_integer"
+    elif match.group(2):
+        reason = f'{{leftover_string,"{match.group(2)}"}}'
+    elif int(match.group(1)) < 0:
+        reason = f"{{value_negative,{int(match.group(1))}}}"
+    else:
+        return
+    raise PreconditionFailed(f"invalid expiration '{expiration}': {reason}")
 
 
 class Transaction:
@@ -136,7 +154,10 @@ class Channel:
                 f"'{self.vhost.name}'"
             )
         message = Message(exchange_name, routing_key, header, body)
-        if message.flags & FLAG_USER_ID:
+        flags = message.flags
+        if flags & FLAG_EXPIRATION:
+            check_expiration(message.properties.expiration)
+        if flags & FLAG_USER_ID:
             user_id = message.properties.user_id
             if user_id is not None and user_id != self.connection.username:
                 raise PreconditionFailed(

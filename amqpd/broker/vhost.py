@@ -103,7 +103,7 @@ class VirtualHost:
             return existing
         cls = EXCHANGE_TYPES.get(type_name)
         if cls is None:
-            raise CommandInvalid(f"unknown exchange type '{type_name}'")
+            raise CommandInvalid(f"invalid exchange type '{type_name}'")
         if existing is not None:
             self._check_exchange_equivalence(
                 existing, type_name, durable, auto_delete, internal, arguments
@@ -158,7 +158,9 @@ class VirtualHost:
         if name == DEFAULT_EXCHANGE:
             raise default_exchange_refused()
         if name.startswith(RESERVED_PREFIX):
-            raise AccessRefused(f"deletion of system exchange '{name}' not allowed")
+            raise AccessRefused(
+                f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed"
+            )
         exchange = self.exchanges.get(name)
         if exchange is None:
             return  # deleting what is not there succeeds, as RabbitMQ does
@@ -183,11 +185,14 @@ class VirtualHost:
 
     def check_exclusive_access(self, queue: Queue, owner: object) -> None:
         if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
-            raise ResourceLocked(
-                f"cannot obtain exclusive access to locked queue '{queue.name}' in vhost "
-                f"'{self.name}'. It could be originally declared on another connection or the "
-                "exclusive property value does not match that of the original declaration."
-            )
+            raise self._locked(queue)
+
+    def _locked(self, queue: Queue) -> ResourceLocked:
+        return ResourceLocked(
+            f"cannot obtain exclusive access to locked queue '{queue.name}' in vhost "
+            f"'{self.name}'. It could be originally declared on another connection or the "
+            "exclusive property value does not match that of the original declaration."
+        )
 
     def declare_queue(
         self,
@@ -213,14 +218,16 @@ class VirtualHost:
             )
         existing = self.queues.get(name)
         if existing is not None:
-            self.check_exclusive_access(existing, owner)
-            self._check_queue_equivalence(existing, durable, exclusive, auto_delete, arguments)
+            # A redeclare must match exclusivity exactly (405 either way, as RabbitMQ).
+            if existing.exclusive_owner is not (owner if exclusive else None):
+                raise self._locked(existing)
+            self._check_queue_equivalence(existing, durable, auto_delete, arguments)
             return existing
         validate_queue_arguments(arguments, name, self.name)
         queue = Queue(
             name,
             self.name,
-            durable=durable,
+            durable=durable and not exclusive,  # exclusive queues never outlive a restart
             exclusive_owner=owner if exclusive else None,
             auto_delete=auto_delete,
             arguments=arguments,
@@ -230,19 +237,13 @@ class VirtualHost:
         return queue
 
     def _check_queue_equivalence(
-        self,
-        existing: Queue,
-        durable: bool,
-        exclusive: bool,
-        auto_delete: bool,
-        arguments: FieldTable,
+        self, existing: Queue, durable: bool, auto_delete: bool, arguments: FieldTable
     ) -> None:
         where = f"for queue '{existing.name}' in vhost '{self.name}'"
-        for flag, received, current in (
-            ("durable", durable, existing.durable),
-            ("exclusive", exclusive, existing.exclusive),
-            ("auto_delete", auto_delete, existing.auto_delete),
-        ):
+        flags = [("auto_delete", auto_delete, existing.auto_delete)]
+        if not existing.exclusive:  # an exclusive queue's durable flag means nothing
+            flags.insert(0, ("durable", durable, existing.durable))
+        for flag, received, current in flags:
             if received != current:
                 raise PreconditionFailed(
                     f"inequivalent arg '{flag}' {where}: received '{format_flag(received)}' "
@@ -304,7 +305,11 @@ class VirtualHost:
     def unbind_exchange(
         self, source_name: str, destination_name: str, routing_key: str, arguments: FieldTable
     ) -> None:
-        self.unbind(source_name, self._binding_source(destination_name), routing_key, arguments)
+        if destination_name == DEFAULT_EXCHANGE:
+            raise default_exchange_refused()
+        destination = self.exchanges.get(destination_name)
+        if destination is not None:
+            self.unbind(source_name, destination, routing_key, arguments)
 
     def _after_binding_removed(self, source: Exchange) -> None:
         if source.auto_delete and not source.bindings and source.name in self.exchanges:

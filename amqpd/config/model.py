@@ -46,6 +46,10 @@ class Limits:
     connections_max: int = attrs.field(default=0, validator=v.ge(0))
     # From TCP accept to connection.open-ok; a client slower than this is dropped.
     handshake_timeout_s: float = attrs.field(default=10.0, validator=v.gt(0))
+    # A client that fails the handshake before connection.open (bad login without the
+    # authentication_failure_close capability, bad tune values) is closed silently after
+    # this delay, as RabbitMQ does, so failed attempts cannot be repeated at full speed.
+    handshake_error_delay_s: float = attrs.field(default=3.0, validator=v.ge(0))
     # How long a connection we close waits for the client's close-ok.
     close_timeout_s: float = attrs.field(default=5.0, validator=v.gt(0))
     # Bytes of deliveries queued for one connection before the broker stops handing it

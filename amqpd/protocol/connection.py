@@ -26,7 +26,6 @@ import attrs
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import BASIC_CLASS_ID
 from amqpd.errors import (
-    AMQPSyntaxError,
     ChannelError,
     CommandInvalid,
     ConnectionException,
@@ -34,6 +33,7 @@ from amqpd.errors import (
     NotAllowed,
     PreconditionFailed,
     UnexpectedFrame,
+    erlang_binary,
 )
 from amqpd.protocol import fast_codec, spec
 from amqpd.protocol.events import (
@@ -99,6 +99,15 @@ CHANNEL_ZERO_TRANSITIONS: Final[dict[tuple[Phase, type[spec.Method]], Phase]] = 
     (Phase.CLOSING, spec.ConnectionClose): Phase.CLOSING,  # crossed closes
     (Phase.CLOSING, spec.ConnectionCloseOk): Phase.CLOSED,
 }
+
+# 0-9-1, and the header some 0-9 clients send, which RabbitMQ also answers with 0-9-1.
+ACCEPTED_PROTOCOL_HEADERS: Final = (PROTOCOL_HEADER, b"AMQP\x01\x01\x00\x09")
+
+# Before connection.tune-ok completes, RabbitMQ does not trust the peer with a reason:
+# errors in these phases close the socket without a close frame (after a delay).
+SILENT_ERROR_PHASES: Final = frozenset(
+    {Phase.AWAITING_START_OK, Phase.AWAITING_LOGIN_DECISION, Phase.AWAITING_TUNE_OK}
+)
 
 # The methods a client sends on channel 0 once the connection runs, besides close.
 _PASSED_ON_CHANNEL_ZERO: Final = (spec.ConnectionUpdateSecret,)
@@ -173,11 +182,12 @@ class ProtocolConnection:
         try:
             while len(buffer) - position >= FRAME_HEADER_BYTES:
                 frame_type, channel_id, size = HEADER_STRUCT.unpack_from(buffer, position)
-                if size > self.frame_max - FRAME_OVERHEAD_BYTES:
+                payload_max = self.frame_max - FRAME_OVERHEAD_BYTES
+                if size > payload_max:
                     keep_rest = False
                     raise FrameError(
-                        f"frame of {size + FRAME_OVERHEAD_BYTES} bytes exceeds frame_max "
-                        f"{self.frame_max}"
+                        f"type {frame_type}, all octets = <<>>: "
+                        f"{{frame_too_large,{size},{payload_max}}}"
                     )
                 start = position + FRAME_HEADER_BYTES
                 end = start + size
@@ -185,7 +195,10 @@ class ProtocolConnection:
                     break  # incomplete: wait for the rest and the frame-end octet
                 if buffer[end] != FRAME_END:
                     keep_rest = False
-                    raise FrameError(f"frame of type {frame_type} has a bad frame-end octet")
+                    raise FrameError(
+                        f"type {frame_type}, all octets = {erlang_binary(buffer[start:end])}: "
+                        f"{{invalid_frame_end_marker,{buffer[end]}}}"
+                    )
                 position = end + 1
                 event = self._frame(frame_type, channel_id, buffer, start, end)
                 if event is not None:
@@ -206,10 +219,10 @@ class ProtocolConnection:
         channel = self._channels.get(channel_id)
         if frame_type == FRAME_METHOD:
             if end - start < 4:
-                raise AMQPSyntaxError("method frame shorter than its class and method ids")
+                raise _unknown_frame(frame_type, buffer[start:end])
             (index,) = _U32.unpack_from(buffer, start)
             if channel is None or self.phase is not Phase.OPEN:
-                return self._unopened_channel_method(channel_id, index, buffer, start)
+                return self._unopened_channel_method(channel_id, index, buffer, start, end)
             if channel.closing:
                 return self._closing_channel_method(channel_id, index)
             if channel.publish is not None:
@@ -224,9 +237,9 @@ class ProtocolConnection:
                     exchange, routing_key, mandatory, immediate = fast_codec.decode_publish(
                         buffer, start + 4, end
                     )
-                except (IndexError, UnicodeDecodeError) as error:
-                    raise AMQPSyntaxError(
-                        "basic.publish: arguments are truncated", 60, 40
+                except IndexError as error:
+                    raise FrameError(
+                        f"cannot decode {erlang_binary(buffer[start + 4 : end])}", 60, 40
                     ) from error
                 channel.publish = Publish(channel_id, exchange, routing_key, mandatory, immediate)
                 return None
@@ -234,9 +247,11 @@ class ProtocolConnection:
                 try:
                     tag, multiple = fast_codec.decode_ack(buffer, start + 4)
                 except struct.error as error:
-                    raise AMQPSyntaxError("basic.ack: arguments are truncated", 60, 80) from error
+                    raise FrameError(
+                        f"cannot decode {erlang_binary(buffer[start + 4 : end])}", 60, 80
+                    ) from error
                 return Ack(channel_id, tag, multiple)
-            return self._channel_method(channel_id, buffer, start)
+            return self._channel_method(channel_id, buffer, start, end)
         if frame_type == FRAME_HEADER:
             if channel is None or channel.closing:
                 return None  # content for a channel we closed: discarded
@@ -246,12 +261,12 @@ class ProtocolConnection:
                 return None
             return self._content_body(channel, buffer, start, end)
         if frame_type == FRAME_HEARTBEAT:
-            raise FrameError(f"heartbeat frame on channel {channel_id}")
-        raise FrameError(f"unknown frame type {frame_type}")
+            raise UnexpectedFrame(f"type 8, all octets = {erlang_binary(buffer[start:end])}")
+        raise _unknown_frame(frame_type, buffer[start:end])
 
     def _check_protocol_header(self, buffer: bytes) -> Event | None:
         received = buffer[: len(PROTOCOL_HEADER)]
-        if received != PROTOCOL_HEADER[: len(received)]:
+        if not any(header.startswith(received) for header in ACCEPTED_PROTOCOL_HEADERS):
             return self._reject_protocol_header(received)
         if len(buffer) < len(PROTOCOL_HEADER):
             return None
@@ -278,39 +293,48 @@ class ProtocolConnection:
         self, frame_type: int, buffer: bytes, start: int, end: int
     ) -> Event | None:
         if frame_type == FRAME_HEARTBEAT:
+            if end != start:
+                raise _unknown_frame(frame_type, buffer[start:end])
             return None
         if frame_type != FRAME_METHOD:
             if self.phase is Phase.CLOSING:
                 return None
-            raise UnexpectedFrame(f"content frame of type {frame_type} on channel 0")
-        method = decode_method(buffer, start)
+            if frame_type in (FRAME_HEADER, FRAME_BODY):
+                raise UnexpectedFrame("expected method frame, got non method frame instead")
+            raise _unknown_frame(frame_type, buffer[start:end])
+        if end - start < 4:
+            raise _unknown_frame(frame_type, buffer[start:end])
+        method = decode_method(buffer, start, end)
         next_phase = CHANNEL_ZERO_TRANSITIONS.get((self.phase, type(method)))
+        event: Event | None = None
         if next_phase is None:
             if self.phase is Phase.CLOSING:
                 return None  # after our close only close and close-ok count
             if self.phase is Phase.OPEN and isinstance(method, _PASSED_ON_CHANNEL_ZERO):
                 return MethodReceived(0, method)
-            raise CommandInvalid(
-                f"unexpected method {method.NAME} in connection state {self.phase.value}",
+            raise ChannelError(
+                f"unexpected method in connection state {self.phase.value}",
                 method.CLASS_ID,
                 method.METHOD_ID,
             )
-        self.phase = next_phase
+        # The phase moves only once the method is accepted: an error while handling it
+        # is reported from the phase it arrived in.
         if isinstance(method, spec.ConnectionStartOk):
-            return self._start_ok(method)
-        if isinstance(method, spec.ConnectionTuneOk):
-            return self._tune_ok(method)
-        if isinstance(method, spec.ConnectionOpen):
-            return OpenRequested(method.virtual_host)
-        if isinstance(method, spec.ConnectionClose):
+            event = self._start_ok(method)
+        elif isinstance(method, spec.ConnectionTuneOk):
+            event = self._tune_ok(method)
+        elif isinstance(method, spec.ConnectionOpen):
+            event = OpenRequested(method.virtual_host)
+        elif isinstance(method, spec.ConnectionClose):
             self._send_method(0, spec.ConnectionCloseOk())
+            self._channels.clear()
             if next_phase is Phase.CLOSED:
-                self._channels.clear()
-                return CloseRequested(method.reply_code, method.reply_text)
-            return None
-        # connection.close-ok answering ours
-        self._channels.clear()
-        return CloseCompleted()
+                event = CloseRequested(method.reply_code, method.reply_text)
+        else:  # connection.close-ok answering ours
+            self._channels.clear()
+            event = CloseCompleted()
+        self.phase = next_phase
+        return event
 
     def _start_ok(self, method: spec.ConnectionStartOk) -> Event:
         self.client_properties = method.client_properties
@@ -346,7 +370,7 @@ class ProtocolConnection:
         return Tuned(channel_max=channel_max, frame_max=frame_max, heartbeat_s=method.heartbeat)
 
     def _unopened_channel_method(
-        self, channel_id: int, index: int, buffer: bytes, start: int
+        self, channel_id: int, index: int, buffer: bytes, start: int, end: int
     ) -> Event | None:
         if self.phase is Phase.CLOSING:
             return None
@@ -357,12 +381,14 @@ class ProtocolConnection:
             )
         if index != spec.ChannelOpen.INDEX:
             raise ChannelError("expected 'channel.open'", *divmod(index, 0x10000))
-        if channel_id > self.channel_max:
-            raise ChannelError(
-                f"channel number {channel_id} exceeds channel_max {self.channel_max}",
-                *divmod(index, 0x10000),
+        if len(self._channels) >= self.channel_max:
+            # RabbitMQ counts open channels against channel_max (any number 1-65535 is
+            # a valid channel id); so does amqpd, with RabbitMQ's text.
+            raise NotAllowed(
+                f"number of channels opened ({len(self._channels)}) has reached the "
+                f"negotiated channel_max ({self.channel_max})"
             )
-        decode_method(buffer, start)  # validates the (empty) arguments
+        decode_method(buffer, start, end)  # validates the (empty) arguments
         self._channels[channel_id] = _Channel()
         self._send_method(channel_id, spec.ChannelOpenOk())
         return ChannelOpened(channel_id)
@@ -371,6 +397,8 @@ class ProtocolConnection:
         if index == spec.ChannelCloseOk.INDEX:
             del self._channels[channel_id]
             return ChannelClosed(channel_id, by_peer=False)
+        if index == spec.ChannelOpen.INDEX:
+            raise ChannelError("second 'channel.open' seen", 20, 10)
         if index == spec.ChannelClose.INDEX:
             # Both sides closed at once: answer, and the channel is done.
             self._send_method(channel_id, spec.ChannelCloseOk())
@@ -378,16 +406,14 @@ class ProtocolConnection:
             return ChannelClosed(channel_id, by_peer=False)
         return None  # everything else on a channel we are closing is discarded
 
-    def _channel_method(self, channel_id: int, buffer: bytes, start: int) -> Event | None:
-        method = decode_method(buffer, start)
+    def _channel_method(self, channel_id: int, buffer: bytes, start: int, end: int) -> Event | None:
+        method = decode_method(buffer, start, end)
         if isinstance(method, spec.ChannelOpen):
             raise ChannelError("second 'channel.open' seen", 20, 10)
         if isinstance(method, spec.ChannelClose):
             self._send_method(channel_id, spec.ChannelCloseOk())
             del self._channels[channel_id]
             return ChannelClosed(channel_id, by_peer=True)
-        if isinstance(method, spec.ChannelCloseOk):
-            return None  # a close-ok we never asked for: ignored
         if method.HAS_CONTENT:
             raise CommandInvalid(f"{method.NAME} cannot be sent by a client", *_ids(method))
         return MethodReceived(channel_id, method)
@@ -403,7 +429,7 @@ class ProtocolConnection:
                 else "expected content body, got non content body frame instead"
             )
         if end - start < _CONTENT_HEADER_MIN_BYTES:
-            raise AMQPSyntaxError("content header is truncated", 60, 40)
+            raise FrameError(f"cannot decode {erlang_binary(buffer[start:end])}", 60, 40)
         class_id = buffer[start] << 8 | buffer[start + 1]
         if class_id != BASIC_CLASS_ID:
             raise UnexpectedFrame(
@@ -573,6 +599,10 @@ class ProtocolConnection:
 
     def has_capability(self, name: str) -> bool:
         return self.capabilities.get(name) is True
+
+
+def _unknown_frame(frame_type: int, payload: bytes) -> FrameError:
+    return FrameError(f"type {frame_type}, all octets = {erlang_binary(payload)}: unknown_frame")
 
 
 def _ids(method: spec.Method) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import struct
 from typing import Any, Final
 
 from amqpd.codec.fields import decode_table, encode_short_string, encode_table
-from amqpd.errors import AMQPSyntaxError, CommandInvalid
+from amqpd.errors import AMQPSyntaxError, CommandInvalid, FrameError, erlang_binary
 from amqpd.protocol.spec import METHODS, Method
 
 _U8: Final = struct.Struct(">B")
@@ -39,13 +39,30 @@ def method_class(index: int) -> type[Method]:
     return cls
 
 
-def decode_method(payload: bytes, offset: int = 0) -> Method:
-    """Decode a method-frame payload (class id, method id, arguments) at `offset`."""
+def decode_method(payload: bytes, offset: int = 0, end: int | None = None) -> Method:
+    """Decode a method-frame payload (class id, method id, arguments) at `offset`.
+
+    Arguments that do not decode are a 501 FRAME_ERROR "cannot decode <<...>>", with the
+    method's ids, as RabbitMQ reports them.
+    """
+    try:
+        return _decode_method(payload, offset)
+    except AMQPSyntaxError as error:
+        if error.class_id == 0:
+            raise
+        arguments = payload[offset + 4 : len(payload) if end is None else end]
+        raise FrameError(
+            f"cannot decode {erlang_binary(arguments)}", error.class_id, error.method_id
+        ) from error
+
+
+def _decode_method(payload: bytes, offset: int) -> Method:
     try:
         (index,) = _U32.unpack_from(payload, offset)
     except struct.error as error:
         raise AMQPSyntaxError("method frame shorter than its class and method ids") from error
     cls = method_class(index)
+    ids = (cls.CLASS_ID, cls.METHOD_ID)
     offset += 4
     values: dict[str, Any] = {}
     bit_octet = 0
@@ -65,24 +82,27 @@ def decode_method(payload: bytes, offset: int = 0) -> Method:
                 length = payload[offset]
                 end = offset + 1 + length
                 if end > len(payload):
-                    raise AMQPSyntaxError(f"{cls.NAME}: field {name} is truncated")
+                    raise AMQPSyntaxError(f"{cls.NAME}: field {name} is truncated", *ids)
                 values[name] = payload[offset + 1 : end].decode("utf-8", "surrogateescape")
                 offset = end
             elif kind == "longstr":
                 (length,) = _U32.unpack_from(payload, offset)
                 end = offset + 4 + length
                 if end > len(payload):
-                    raise AMQPSyntaxError(f"{cls.NAME}: field {name} is truncated")
+                    raise AMQPSyntaxError(f"{cls.NAME}: field {name} is truncated", *ids)
                 values[name] = bytes(payload[offset + 4 : end])
                 offset = end
             elif kind == "table":
-                values[name], offset = decode_table(payload, offset)
+                try:
+                    values[name], offset = decode_table(payload, offset)
+                except AMQPSyntaxError as error:
+                    raise AMQPSyntaxError(error.detail, *ids) from error
             else:
                 codec = _INTEGERS[kind]
                 (values[name],) = codec.unpack_from(payload, offset)
                 offset += codec.size
     except (struct.error, IndexError) as error:
-        raise AMQPSyntaxError(f"{cls.NAME}: arguments are truncated") from error
+        raise AMQPSyntaxError(f"{cls.NAME}: arguments are truncated", *ids) from error
     return cls(**values)
 
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 from amqpd.broker.channel import Channel
 from amqpd.broker.consumer import Consumer
 from amqpd.broker.message import Message
-from amqpd.errors import CommandInvalid, FeatureNotImplemented, NotFound
+from amqpd.broker.vhost import default_exchange_refused
+from amqpd.errors import CommandInvalid, NotFound
 from amqpd.protocol import spec
 from amqpd.protocol.connection import ProtocolConnection
 from amqpd.protocol.fast_codec import (
@@ -45,6 +46,7 @@ class ChannelHandler:
         assert session.broker_connection is not None
         self.channel = Channel(number, session.broker_connection, self)
         self._confirm_through = 0  # highest publish sequence confirmed, not yet sent
+        self._confirm_sent = 0  # highest publish sequence acked to the client
 
     # ------------------------------------------------------- ChannelSink
 
@@ -91,9 +93,12 @@ class ChannelHandler:
         self.session.queued_output(_DELIVERY_OVERHEAD_BYTES)
 
     def flush_confirms(self) -> None:
-        """Send the confirms gathered during one read as a single multiple ack."""
-        if self._confirm_through and self.proto.is_channel_open(self.number):
-            self.proto.out.append(ack_frame(self.number, self._confirm_through, True))
+        """Send the confirms gathered during one read as one ack (multiple if several)."""
+        through = self._confirm_through
+        if through and self.proto.is_channel_open(self.number):
+            multiple = through > self._confirm_sent + 1
+            self.proto.out.append(ack_frame(self.number, through, multiple))
+            self._confirm_sent = through
         self._confirm_through = 0
 
     # ---------------------------------------------------------- dispatch
@@ -101,11 +106,8 @@ class ChannelHandler:
     def handle(self, method: spec.Method) -> None:
         handler = _DISPATCH.get(type(method))
         if handler is None:
-            raise CommandInvalid(
-                f"method {method.NAME} is not valid from a client on a channel",
-                method.CLASS_ID,
-                method.METHOD_ID,
-            )
+            # RabbitMQ's answer to methods only a server sends (flow-ok, declare-ok, ...).
+            raise CommandInvalid("unimplemented method", method.CLASS_ID, method.METHOD_ID)
         handler(self, method)
 
     def publish(
@@ -131,9 +133,6 @@ class ChannelHandler:
     def _flow(self, method: spec.ChannelFlow) -> None:
         self._reply(spec.ChannelFlowOk(active=method.active))
         self.channel.flow(method.active)
-
-    def _flow_ok(self, method: spec.ChannelFlowOk) -> None:
-        """We never send channel.flow, so a flow-ok answers nothing; it is ignored."""
 
     # exchange -----------------------------------------------------------
 
@@ -200,9 +199,17 @@ class ChannelHandler:
             self._reply(spec.QueueBindOk())
 
     def _queue_unbind(self, method: spec.QueueUnbind) -> None:
+        # As RabbitMQ: no exclusivity check, and a missing queue or binding is no error.
         channel = self.channel
-        queue = channel.queue(method.queue)
-        channel.vhost.unbind(method.exchange, queue, method.routing_key, method.arguments)
+        name = channel.resolve_queue_name(method.queue)
+        routing_key = method.routing_key
+        if not method.queue and not routing_key:
+            routing_key = name
+        queue = channel.vhost.queues.get(name)
+        if queue is not None:
+            channel.vhost.unbind(method.exchange, queue, routing_key, method.arguments)
+        elif method.exchange == "":
+            raise default_exchange_refused()
         self._reply(spec.QueueUnbindOk())
 
     def _queue_purge(self, method: spec.QueuePurge) -> None:
@@ -280,7 +287,8 @@ class ChannelHandler:
         self._reply(spec.BasicRecoverOk())
 
     def _basic_recover_async(self, method: spec.BasicRecoverAsync) -> None:
-        raise FeatureNotImplemented("basic.recover_async is deprecated", 60, 100)
+        """Deprecated, but RabbitMQ still honours it: basic.recover without a reply."""
+        self.channel.recover(method.requeue)
 
     # confirm and tx -----------------------------------------------------
 
@@ -304,7 +312,6 @@ class ChannelHandler:
 
 _DISPATCH: Final[dict[type[spec.Method], Callable[[ChannelHandler, Any], None]]] = {
     spec.ChannelFlow: ChannelHandler._flow,
-    spec.ChannelFlowOk: ChannelHandler._flow_ok,
     spec.ExchangeDeclare: ChannelHandler._exchange_declare,
     spec.ExchangeDelete: ChannelHandler._exchange_delete,
     spec.ExchangeBind: ChannelHandler._exchange_bind,

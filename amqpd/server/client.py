@@ -30,7 +30,7 @@ from amqpd.errors import (
     NotAllowed,
     reply_text,
 )
-from amqpd.protocol.connection import Phase, ProtocolConnection
+from amqpd.protocol.connection import SILENT_ERROR_PHASES, Phase, ProtocolConnection
 from amqpd.protocol.events import (
     Ack,
     BadProtocolHeader,
@@ -88,6 +88,7 @@ class ClientSession:
         self._last_sent = now
         self._closing_since: float | None = None
         self._stop_reading = False
+        self._linger_s = 0.0  # wait before closing the socket (silent handshake errors)
         self._wake = anyio.Event()
         self._write_scheduled = False
         self._queued_bytes = 0
@@ -117,6 +118,8 @@ class ClientSession:
                     tasks.start_soon(self._timer_loop)
                     await self._read_loop()
                     await self._finish_output()
+                    if self._linger_s:
+                        await anyio.sleep(self._linger_s)
                     tasks.cancel_scope.cancel()
         finally:
             self._release_broker_state()
@@ -325,10 +328,10 @@ class ClientSession:
             )
         except LoginRefused as error:
             if self.proto.has_capability("authentication_failure_close"):
-                self.proto.close(error)
+                # The client asked to hear why: 403 on connection.close, then close-ok.
+                self._close_connection(error.reply_code, error.reply_text)
             else:
-                self.proto.abandon()  # RabbitMQ just closes the socket here
-            self._stop_reading = True
+                self._fail_handshake(error)
             return
         self.username = user.name
         self.proto.accept_login()
@@ -375,7 +378,22 @@ class ClientSession:
             channel, error.reply_code, error.reply_text, error.class_id, error.method_id
         )
 
+    def _fail_handshake(self, error: ConnectionException) -> None:
+        """Before tune-ok, RabbitMQ closes without a reason, after a delay; so do we."""
+        log.warning(
+            "connection %s: handshake failed in state %s: %s; closing",
+            self.label,
+            self.proto.phase.value,
+            error.reply_text,
+        )
+        self.proto.abandon()
+        self._stop_reading = True
+        self._linger_s = self.context.limits.handshake_error_delay_s
+
     def _fail_connection(self, error: ConnectionException) -> None:
+        if self.proto.phase in SILENT_ERROR_PHASES:
+            self._fail_handshake(error)
+            return
         log.warning(
             "connection %s: closing with %s (user '%s')",
             self.label,

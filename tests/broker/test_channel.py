@@ -446,3 +446,26 @@ def test_recover_without_requeue_is_not_implemented(client: Client) -> None:
     channel, _ = client.channel()
     with pytest.raises(FeatureNotImplemented, match="requeue=false"):
         channel.recover(requeue=False)
+
+
+@pytest.mark.parametrize(
+    ("expiration", "reason"),
+    [
+        ("abc", "no_integer"),
+        ("", "no_integer"),
+        ("-1", "{value_negative,-1}"),
+        ("10abc", '{leftover_string,"abc"}'),
+    ],
+)
+def test_invalid_expiration_is_refused(client: Client, expiration: str, reason: str) -> None:
+    channel, _ = client.channel()
+    with pytest.raises(PreconditionFailed) as error:
+        publish(channel, "", "k", expiration=expiration)
+    assert error.value.detail == f"invalid expiration '{expiration}': {reason}"
+
+
+def test_valid_expiration_is_accepted(client: Client, vhost: VirtualHost) -> None:
+    channel, _ = client.channel()
+    declare(channel)
+    publish(channel, "", "q", expiration="60000")
+    assert vhost.queues["q"].message_count == 1

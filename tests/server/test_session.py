@@ -23,6 +23,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
         "listeners: [{bind: 127.0.0.1, port: 0}]\n"
         "limits:\n"
         "  handshake_timeout_s: 1\n"
+        "  handshake_error_delay_s: 0.5\n"
         "  close_timeout_s: 1\n"
         "  message_bytes_max: 1000\n"
         "  channel_max: 8\n"
@@ -46,10 +47,17 @@ def test_wrong_protocol_header_gets_ours_back_then_close(broker: BrokerProcess) 
             client.receive_bytes(1)
 
 
-def test_older_amqp_version_gets_ours_back(broker: BrokerProcess) -> None:
+def test_amqp_0_8_header_gets_ours_back(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.send_raw(b"AMQP\x01\x01\x08\x00")
+        assert client.receive_bytes(8) == PROTOCOL_HEADER
+
+
+def test_the_0_9_header_is_answered_with_0_9_1(broker: BrokerProcess) -> None:
     with connect(broker) as client:
         client.send_raw(b"AMQP\x01\x01\x00\x09")
-        assert client.receive_bytes(8) == PROTOCOL_HEADER
+        start = client.expect(commands.Connection.Start)
+        assert (start.version_major, start.version_minor) == (0, 9)
 
 
 def test_start_advertises_capabilities(broker: BrokerProcess) -> None:
@@ -116,7 +124,9 @@ def test_bad_password_with_authentication_failure_close(broker: BrokerProcess) -
     broker.wait_for("login refused from 127.0.0.1: user 'guest' - invalid credentials")
 
 
-def test_bad_password_without_the_capability_just_closes(broker: BrokerProcess) -> None:
+def test_bad_password_without_the_capability_closes_silently_after_a_delay(
+    broker: BrokerProcess,
+) -> None:
     with connect(broker) as client:
         client.send_raw(PROTOCOL_HEADER)
         client.expect(commands.Connection.Start)
@@ -124,6 +134,29 @@ def test_bad_password_without_the_capability_just_closes(broker: BrokerProcess) 
             0,
             commands.Connection.StartOk(
                 client_properties={}, mechanism="PLAIN", response="\0nobody\0x"
+            ),
+        )
+        started = time.monotonic()
+        assert client.wait_closed() == []
+        assert time.monotonic() - started >= 0.45  # handshake_error_delay_s
+    broker.wait_for("login refused from 127.0.0.1: user 'nobody' - invalid credentials")
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "response"),
+    [("FOO", "\0guest\0guest"), ("PLAIN", "guestguest")],
+    ids=["unknown-mechanism", "malformed-plain"],
+)
+def test_bad_sasl_closes_silently(broker: BrokerProcess, mechanism: str, response: str) -> None:
+    with connect(broker) as client:
+        client.send_raw(PROTOCOL_HEADER)
+        client.expect(commands.Connection.Start)
+        client.send(
+            0,
+            commands.Connection.StartOk(
+                client_properties={"capabilities": {"authentication_failure_close": True}},
+                mechanism=mechanism,
+                response=response,
             ),
         )
         assert client.wait_closed() == []
@@ -149,7 +182,14 @@ def test_unknown_vhost_is_refused_with_530(broker: BrokerProcess) -> None:
         assert client.wait_closed() == []
 
 
-def test_tune_ok_above_our_limits_is_refused(broker: BrokerProcess) -> None:
+@pytest.mark.parametrize(
+    ("channel_max", "frame_max"),
+    [(0, 1 << 20), (0, 1024), (9, 131072)],
+    ids=["frame_max-too-big", "frame_max-too-small", "channel_max-too-big"],
+)
+def test_tune_ok_outside_our_limits_closes_silently(
+    broker: BrokerProcess, channel_max: int, frame_max: int
+) -> None:
     with connect(broker) as client:
         client.send_raw(PROTOCOL_HEADER)
         client.expect(commands.Connection.Start)
@@ -160,10 +200,13 @@ def test_tune_ok_above_our_limits_is_refused(broker: BrokerProcess) -> None:
             ),
         )
         client.expect(commands.Connection.Tune)
-        client.send(0, commands.Connection.TuneOk(channel_max=0, frame_max=1 << 20, heartbeat=0))
-        close = client.expect(commands.Connection.Close)
-        assert close.reply_code == 530
-        assert close.reply_text == "NOT_ALLOWED - frame_max=1048576 > 131072 max size"
+        client.send(
+            0,
+            commands.Connection.TuneOk(channel_max=channel_max, frame_max=frame_max, heartbeat=0),
+        )
+        client.send(0, commands.Connection.Open(virtual_host="/"))
+        assert client.wait_closed() == []
+    broker.wait_for("handshake failed in state tuning: NOT_ALLOWED - ")
 
 
 def test_handshake_timeout_drops_a_silent_client(broker: BrokerProcess) -> None:
@@ -216,13 +259,48 @@ def test_second_channel_open_is_a_504(broker: BrokerProcess) -> None:
         assert close.reply_text == "CHANNEL_ERROR - second 'channel.open' seen"
 
 
-def test_channel_above_channel_max_is_refused(broker: BrokerProcess) -> None:
+def test_open_channels_are_counted_against_channel_max(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.handshake(channel_max=3)
+        for number in (1, 200, 65535):  # any channel number will do, as in RabbitMQ
+            client.open_channel(number)
+        client.send(4, commands.Channel.Open())
+        close = client.expect(commands.Connection.Close)
+        assert close.reply_code == 530
+        assert close.reply_text == (
+            "NOT_ALLOWED - number of channels opened (3) has reached the negotiated channel_max (3)"
+        )
+
+
+def test_channel_open_on_a_closing_channel_is_a_504(broker: BrokerProcess) -> None:
     with connect(broker) as client:
         client.handshake()
-        client.open_channel(8)
-        client.send(9, commands.Channel.Open())
+        client.open_channel(1)
+        client.send(1, commands.Queue.Declare(queue="missing", passive=True))
+        client.expect(commands.Channel.Close)
+        client.send(1, commands.Channel.Open())
         close = client.expect(commands.Connection.Close)
         assert close.reply_code == 504
+        assert close.reply_text == "CHANNEL_ERROR - second 'channel.open' seen"
+
+
+def test_channel_methods_on_channel_zero_are_a_504(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.handshake()
+        client.send(0, commands.Queue.Declare(queue="x"))
+        close = client.expect(commands.Connection.Close)
+        assert (close.reply_code, close.class_id, close.method_id) == (504, 50, 10)
+        assert close.reply_text == "CHANNEL_ERROR - unexpected method in connection state running"
+
+
+def test_methods_only_a_server_sends_are_a_503(broker: BrokerProcess) -> None:
+    with connect(broker) as client:
+        client.handshake()
+        client.open_channel(1)
+        client.send(1, commands.Channel.FlowOk(active=True))
+        close = client.expect(commands.Connection.Close)
+        assert (close.reply_code, close.class_id, close.method_id) == (503, 20, 21)
+        assert close.reply_text == "COMMAND_INVALID - unimplemented method"
 
 
 def test_after_channel_close_only_close_ok_counts(broker: BrokerProcess) -> None:
