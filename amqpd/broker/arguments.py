@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from amqpd.codec.fields import FieldTable, FieldValue, type_name
+from amqpd.codec.fields import FieldTable, FieldValue, type_name, values_equal
 from amqpd.errors import FeatureNotImplemented, PreconditionFailed
 
 # A check returns None when the value is valid, else RabbitMQ's reason as it prints it.
@@ -102,7 +102,25 @@ QUEUE_ARGUMENTS: Final[dict[str, Check]] = {
     "x-stream-max-segment-size-bytes": _non_negative_integer,
     "x-initial-cluster-size": _positive_integer,
     "x-queue-leader-locator": _one_of(("client-local", "balanced"), "invalid_queue_locator_arg"),
+    "x-queue-master-locator": _one_of(
+        ("min-masters", "client-local", "random"), "invalid_queue_locator_arg"
+    ),
 }
+
+# Known arguments that only quorum queues or streams take: RabbitMQ refuses them on a
+# classic queue (406, with the queue type named as below).
+NOT_FOR_CLASSIC_QUEUES: Final = frozenset(
+    {
+        "x-max-in-memory-length",
+        "x-max-in-memory-bytes",
+        "x-quorum-initial-group-size",
+        "x-max-age",
+        "x-stream-max-segment-size-bytes",
+        "x-initial-cluster-size",
+        "x-queue-leader-locator",
+        "x-dead-letter-strategy",
+    }
+)
 
 # Known queue arguments that change message behaviour and that amqpd does not implement
 # yet; each is refused with 540 until it is.
@@ -117,10 +135,7 @@ QUEUE_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset(
         "x-max-priority",
         "x-overflow",
         "x-single-active-consumer",
-        "x-delivery-limit",  # a quorum-queue argument in RabbitMQ 3.10; amqpd will take it
-        "x-dead-letter-strategy",
-        "x-max-age",
-        "x-stream-max-segment-size-bytes",
+        "x-delivery-limit",  # quorum queues only in RabbitMQ 3.10; amqpd will take it
     }
 )
 
@@ -151,6 +166,13 @@ def _validate(
 
 def validate_queue_arguments(arguments: FieldTable, name: str, vhost: str) -> None:
     _validate(arguments, QUEUE_ARGUMENTS, "queue", name, vhost)
+    if arguments.get("x-queue-type", "classic") == "classic":
+        for key in arguments:
+            if key in NOT_FOR_CLASSIC_QUEUES:
+                raise PreconditionFailed(
+                    f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}' of queue type "
+                    "rabbit_classic_queue"
+                )
     for key in arguments:
         if key in QUEUE_ARGUMENTS_NOT_YET_SUPPORTED:
             raise FeatureNotImplemented(
@@ -191,15 +213,6 @@ def _format(value: FieldValue) -> str:
     return str(value)
 
 
-def _same_argument(left: FieldValue, right: FieldValue) -> bool:
-    """Equal as RabbitMQ compares redeclared arguments: integers of any width alike."""
-    if isinstance(left, bool) or isinstance(right, bool):
-        return type(left) is type(right) and left == right
-    if isinstance(left, int) and isinstance(right, int):
-        return left == right
-    return type_name(left) == type_name(right) and left == right
-
-
 def check_equivalent_arguments(
     current: FieldTable,
     received: FieldTable,
@@ -214,7 +227,7 @@ def check_equivalent_arguments(
         if not in_current and not in_received:
             continue
         if in_current and in_received:
-            if _same_argument(current[key], received[key]):
+            if values_equal(current[key], received[key]):
                 continue
             # Both present: RabbitMQ prints the bare values.
             now, before = f"'{_format(received[key])}'", f"'{_format(current[key])}'"

@@ -22,7 +22,7 @@ from amqpd.broker.ports import ChannelSink
 from amqpd.broker.queue import Queue, QueueEntry
 from amqpd.broker.vhost import VirtualHost, server_generated_name
 from amqpd.codec.fields import FieldTable
-from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_USER_ID
+from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_HEADERS, FLAG_USER_ID
 from amqpd.errors import (
     NO_ROUTE,
     AccessRefused,
@@ -142,6 +142,7 @@ class Channel:
         immediate: bool,
         header: bytes,
         body: bytes,
+        encoded_route: bytes | None = None,
     ) -> None:
         if immediate:
             raise FeatureNotImplemented("immediate=true", 60, 40)
@@ -153,7 +154,7 @@ class Channel:
                 f"cannot publish to internal exchange '{exchange_name}' in vhost "
                 f"'{self.vhost.name}'"
             )
-        message = Message(exchange_name, routing_key, header, body)
+        message = Message(exchange_name, routing_key, header, body, encoded_route)
         flags = message.flags
         if flags & FLAG_EXPIRATION:
             check_expiration(message.properties.expiration)
@@ -174,7 +175,7 @@ class Channel:
         if self.confirm_mode:
             self._publish_sequence += 1
         if queues:
-            if message.has_bcc():
+            if message.flags & FLAG_HEADERS and message.has_bcc():
                 message = message.without_bcc()
             for queue in queues:
                 queue.enqueue(message)
@@ -308,7 +309,11 @@ class Channel:
     # ---------------------------------------------------------------- acks
 
     def ack(self, delivery_tag: int, multiple: bool) -> None:
-        self._settle(self._take(delivery_tag, multiple), _ACK)
+        taken = self._take(delivery_tag, multiple)
+        if self.tx is None:
+            self._apply(taken, _ACK)
+        else:
+            self.tx.settlements.extend((tag, entry, _ACK) for tag, entry in taken)
 
     def nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
         self._settle(self._take(delivery_tag, multiple), _REQUEUE if requeue else _DISCARD)
@@ -362,13 +367,14 @@ class Channel:
 
     def _apply(self, taken: list[tuple[int, QueueEntry]], outcome: int) -> None:
         touched: dict[Queue, None] = {}
+        requeue = outcome == _REQUEUE
         for _, entry in taken:
             consumer = entry.consumer
+            queue = entry.queue
             if consumer is not None:
                 consumer.unacked -= 1
-                touched[consumer.queue] = None
-            queue = entry.queue
-            if outcome == _REQUEUE:
+                touched[queue] = None
+            if requeue:
                 queue.requeue(entry)
                 touched[queue] = None
             else:

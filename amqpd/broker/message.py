@@ -29,25 +29,37 @@ _BCC_KEY: Final = b"\x03BCC"
 class Message:
     """Immutable in meaning; `header` changes only when the broker rewrites properties."""
 
-    __slots__ = ("_properties", "body", "encoded_route", "exchange", "header", "routing_key")
+    __slots__ = (
+        "_properties",
+        "body",
+        "encoded_route",
+        "exchange",
+        "flags",
+        "header",
+        "routing_key",
+    )
 
-    def __init__(self, exchange: str, routing_key: str, header: bytes, body: bytes) -> None:
+    def __init__(
+        self,
+        exchange: str,
+        routing_key: str,
+        header: bytes,
+        body: bytes,
+        encoded_route: bytes | None = None,
+    ) -> None:
         self.exchange = exchange
         self.routing_key = routing_key
         self.header = header
         self.body = body
+        self.flags = property_flags(header)  # which properties are present
         self._properties: BasicProperties | None = None
-        # Filled once by the delivery encoder: exchange and routing key as wire bytes,
-        # shared by every delivery of this message.
-        self.encoded_route: bytes | None = None
+        # Exchange and routing key as the wire carries them (two shortstrs), shared by
+        # every delivery of this message; opaque to the broker, set by whoever has it.
+        self.encoded_route = encoded_route
 
     @property
     def body_size(self) -> int:
         return len(self.body)
-
-    @property
-    def flags(self) -> int:
-        return property_flags(self.header)
 
     @property
     def properties(self) -> BasicProperties:

@@ -121,7 +121,10 @@ class Queue(Destination):
         if self.consumers and not self._ready and not self._returned:
             consumer = self._next_consumer()
             if consumer is not None:
-                self._hand_over(consumer, entry)
+                # Straight to a waiting consumer: the common case of a keeping-up queue.
+                if not consumer.no_ack:
+                    self.unacked_count += 1
+                consumer.channel.deliver(consumer, entry)
                 return
         self._ready.append(entry)
 

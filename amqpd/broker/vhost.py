@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 from amqpd.broker.arguments import (
@@ -29,6 +29,7 @@ from amqpd.broker.exchanges import EXCHANGE_TYPES, DirectExchange, Exchange
 from amqpd.broker.message import Message
 from amqpd.broker.queue import Queue
 from amqpd.codec.fields import FieldTable
+from amqpd.codec.properties import FLAG_HEADERS
 from amqpd.errors import (
     AccessRefused,
     CommandInvalid,
@@ -103,7 +104,8 @@ class VirtualHost:
             return existing
         cls = EXCHANGE_TYPES.get(type_name)
         if cls is None:
-            raise CommandInvalid(f"invalid exchange type '{type_name}'")
+            # RabbitMQ says "invalid" only for names that happen to be Erlang atoms.
+            raise CommandInvalid(f"unknown exchange type '{type_name}'")
         if existing is not None:
             self._check_exchange_equivalence(
                 existing, type_name, durable, auto_delete, internal, arguments
@@ -329,28 +331,28 @@ class VirtualHost:
 
     # -------------------------------------------------------------- routing
 
-    def route(self, exchange: Exchange, message: Message) -> list[Queue]:
+    def route(self, exchange: Exchange, message: Message) -> Sequence[Queue]:
         """The queues a message published to `exchange` reaches (each once)."""
-        routing_keys = [message.routing_key]
-        cc, bcc = message.sender_selected_keys()
-        if cc or bcc:
-            routing_keys.extend(cc)
-            routing_keys.extend(bcc)
+        routing_keys: Sequence[str] = (message.routing_key,)
+        if message.flags & FLAG_HEADERS:
+            cc, bcc = message.sender_selected_keys()
+            if cc or bcc:
+                routing_keys = [message.routing_key, *cc, *bcc]
         if exchange is self.default_exchange:
             queues = self.queues
             if len(routing_keys) == 1:
                 queue = queues.get(message.routing_key)
-                return [queue] if queue is not None else []
+                return (queue,) if queue is not None else ()
             found: dict[Queue, None] = {}
             for key in routing_keys:
                 queue = queues.get(key)
                 if queue is not None:
                     found[queue] = None
-            return list(found)
+            return tuple(found)
         return self._route_through_exchanges(exchange, message, routing_keys)
 
     def _route_through_exchanges(
-        self, exchange: Exchange, message: Message, routing_keys: list[str]
+        self, exchange: Exchange, message: Message, routing_keys: Sequence[str]
     ) -> list[Queue]:
         found: dict[Queue, None] = {}
         visited: set[str] = set()

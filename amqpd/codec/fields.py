@@ -66,6 +66,10 @@ FieldValue: TypeAlias = Union[  # noqa: UP007 - a recursive alias needs the stri
 ]
 FieldTable: TypeAlias = dict[str, FieldValue]
 
+# Tables and arrays inside one another, at most; deeper input is a syntax error rather
+# than a stack overflow (a frame of 128 KiB could otherwise nest 25,000 levels).
+NESTING_DEPTH_MAX: Final = 64
+
 _U8: Final = struct.Struct(">B")
 _I8: Final = struct.Struct(">b")
 _I16: Final = struct.Struct(">h")
@@ -132,7 +136,7 @@ def _short_string(data: bytes, offset: int) -> tuple[str, int]:
     return data[offset + 1 : end].decode("utf-8", "surrogateescape"), end
 
 
-def decode_value(data: bytes, offset: int) -> tuple[FieldValue, int]:
+def decode_value(data: bytes, offset: int, depth: int = 0) -> tuple[FieldValue, int]:
     """Decode the typed value starting at `offset`; return it and the offset after it."""
     try:
         kind = data[offset]
@@ -152,9 +156,9 @@ def decode_value(data: bytes, offset: int) -> tuple[FieldValue, int]:
         if kind == 0x74:  # t
             return data[offset] != 0, offset + 1
         if kind == 0x46:  # F
-            return decode_table(data, offset)
+            return decode_table(data, offset, depth + 1)
         if kind == 0x41:  # A
-            return decode_array(data, offset)
+            return decode_array(data, offset, depth + 1)
         if kind == 0x56:  # V
             return None, offset
         if kind == 0x78:  # x
@@ -172,8 +176,14 @@ def decode_value(data: bytes, offset: int) -> tuple[FieldValue, int]:
     raise AMQPSyntaxError(f"unknown field value type {chr(kind)!r}")
 
 
-def decode_table(data: bytes, offset: int) -> tuple[FieldTable, int]:
+def _check_depth(depth: int) -> None:
+    if depth > NESTING_DEPTH_MAX:
+        raise AMQPSyntaxError(f"field tables and arrays nest deeper than {NESTING_DEPTH_MAX}")
+
+
+def decode_table(data: bytes, offset: int, depth: int = 0) -> tuple[FieldTable, int]:
     """Decode the field table (u32 length + entries) at `offset`."""
+    _check_depth(depth)
     try:
         (length,) = _U32.unpack_from(data, offset)
     except struct.error as error:
@@ -185,15 +195,16 @@ def decode_table(data: bytes, offset: int) -> tuple[FieldTable, int]:
     table: FieldTable = {}
     while offset < end:
         key, offset = _short_string(data, offset)
-        value, offset = decode_value(data, offset)
+        value, offset = decode_value(data, offset, depth)
         table[key] = value
     if offset != end:
         raise AMQPSyntaxError("field table entries overrun the table's declared length")
     return table, end
 
 
-def decode_array(data: bytes, offset: int) -> tuple[list[FieldValue], int]:
+def decode_array(data: bytes, offset: int, depth: int = 0) -> tuple[list[FieldValue], int]:
     """Decode the field array (u32 length + values) at `offset`."""
+    _check_depth(depth)
     try:
         (length,) = _U32.unpack_from(data, offset)
     except struct.error as error:
@@ -204,7 +215,7 @@ def decode_array(data: bytes, offset: int) -> tuple[list[FieldValue], int]:
         raise AMQPSyntaxError("field array runs past the end of its frame")
     values: list[FieldValue] = []
     while offset < end:
-        value, offset = decode_value(data, offset)
+        value, offset = decode_value(data, offset, depth)
         values.append(value)
     if offset != end:
         raise AMQPSyntaxError("field array values overrun the array's declared length")
@@ -296,8 +307,17 @@ def encode_array(values: Sequence[FieldValue]) -> bytes:
     return _U32.pack(len(payload)) + payload
 
 
+def type_class(value: FieldValue) -> str:
+    """RabbitMQ's type class: every integer width is "int", both floats are "float"."""
+    code = type_code(value)
+    if code in "bBsuIil":
+        return "int"
+    if code in "fd":
+        return "float"
+    return TYPE_NAMES[code]
+
+
 def values_equal(left: FieldValue, right: FieldValue) -> bool:
-    """Equality as RabbitMQ's header matching sees it: numbers by value, booleans apart."""
-    if isinstance(left, bool) or isinstance(right, bool):
-        return isinstance(left, bool) and isinstance(right, bool) and left == right
-    return left == right
+    """Equal as RabbitMQ compares header and argument values: same type class, same value
+    (a signedint 1 equals a long 1; a longstr "1" or a double 1.0 does not)."""
+    return type_class(left) == type_class(right) and left == right

@@ -35,7 +35,7 @@ from amqpd.errors import (
     UnexpectedFrame,
     erlang_binary,
 )
-from amqpd.protocol import fast_codec, spec
+from amqpd.protocol import spec
 from amqpd.protocol.events import (
     Ack,
     BadProtocolHeader,
@@ -50,6 +50,13 @@ from amqpd.protocol.events import (
     OpenRequested,
     Publish,
     Tuned,
+)
+from amqpd.protocol.fast_codec import (
+    ACK_ARGUMENTS,
+    ACK_INDEX,
+    ACK_PAYLOAD_BYTES,
+    PUBLISH_INDEX,
+    split_publish,
 )
 from amqpd.protocol.frames import (
     FRAME_BODY,
@@ -70,6 +77,7 @@ from amqpd.protocol.methods import decode_method
 from amqpd.protocol.sasl import MECHANISMS, decode_response
 
 _U32: Final = struct.Struct(">I")
+ROUTE_CACHE_ENTRIES_MAX: Final = 1024  # decoded (exchange, routing key) pairs per connection
 _U64: Final = struct.Struct(">Q")
 _BODY_SIZE_OFFSET: Final = 4  # in a content header payload: class_id u16, weight u16
 _CONTENT_HEADER_MIN_BYTES: Final = 14  # class, weight, body size, one flag word
@@ -159,6 +167,7 @@ class ProtocolConnection:
         self.client_properties: FieldTable = {}
         self.capabilities: FieldTable = {}
         self._body_frame_bytes_max = limits.frame_max - FRAME_OVERHEAD_BYTES
+        self._routes: dict[bytes, tuple[str, str, bytes]] = {}
 
     # ------------------------------------------------------------------ input
 
@@ -179,15 +188,19 @@ class ProtocolConnection:
                 return
             position = len(PROTOCOL_HEADER)
         keep_rest = True  # False once framing is lost: nothing after it can be trusted
+        channels = self._channels
+        unpack_index = _U32.unpack_from
+        unpack_ack = ACK_ARGUMENTS.unpack_from
         try:
             while len(buffer) - position >= FRAME_HEADER_BYTES:
                 frame_type, channel_id, size = HEADER_STRUCT.unpack_from(buffer, position)
-                payload_max = self.frame_max - FRAME_OVERHEAD_BYTES
-                if size > payload_max:
+                # RabbitMQ accepts payloads up to frame_max itself (8 bytes more than the
+                # spec allows, which some clients rely on) and names frame_max - 8.
+                if size > self.frame_max:
                     keep_rest = False
                     raise FrameError(
                         f"type {frame_type}, all octets = <<>>: "
-                        f"{{frame_too_large,{size},{payload_max}}}"
+                        f"{{frame_too_large,{size},{self.frame_max - FRAME_OVERHEAD_BYTES}}}"
                     )
                 start = position + FRAME_HEADER_BYTES
                 end = start + size
@@ -200,6 +213,32 @@ class ProtocolConnection:
                         f"{{invalid_frame_end_marker,{buffer[end]}}}"
                     )
                 position = end + 1
+                # The frames every message crosses are handled inline; the rest (and
+                # every error case) go through _frame. A channel in _channels implies
+                # the connection is open (closing clears them).
+                channel = channels.get(channel_id) if channel_id else None
+                if channel is not None and not channel.closing:
+                    publish = channel.publish
+                    if frame_type == FRAME_BODY:
+                        if (
+                            publish is not None
+                            and end - start == channel.body_size
+                            and not channel.body_parts
+                        ):
+                            publish.body = buffer[start:end]
+                            channel.publish = None
+                            channel.body_size = -1
+                            yield publish
+                            continue
+                    elif frame_type == FRAME_METHOD and publish is None and end - start >= 4:
+                        index = unpack_index(buffer, start)[0]
+                        if index == PUBLISH_INDEX:
+                            channel.publish = self._publish(channel_id, buffer, start, end)
+                            continue
+                        if index == ACK_INDEX and end - start == ACK_PAYLOAD_BYTES:
+                            tag, bits = unpack_ack(buffer, start + 4)
+                            yield Ack(channel_id, tag, bool(bits & 1))
+                            continue
                 event = self._frame(frame_type, channel_id, buffer, start, end)
                 if event is not None:
                     yield event
@@ -232,25 +271,16 @@ class ProtocolConnection:
                     else "expected content body, got non content body frame instead",
                     *divmod(index, 0x10000),
                 )
-            if index == fast_codec.PUBLISH_INDEX:
-                try:
-                    exchange, routing_key, mandatory, immediate = fast_codec.decode_publish(
-                        buffer, start + 4, end
-                    )
-                except IndexError as error:
-                    raise FrameError(
-                        f"cannot decode {erlang_binary(buffer[start + 4 : end])}", 60, 40
-                    ) from error
-                channel.publish = Publish(channel_id, exchange, routing_key, mandatory, immediate)
+            if index == PUBLISH_INDEX:
+                channel.publish = self._publish(channel_id, buffer, start, end)
                 return None
-            if index == fast_codec.ACK_INDEX:
-                try:
-                    tag, multiple = fast_codec.decode_ack(buffer, start + 4)
-                except struct.error as error:
+            if index == ACK_INDEX:
+                if end - start != ACK_PAYLOAD_BYTES:
                     raise FrameError(
                         f"cannot decode {erlang_binary(buffer[start + 4 : end])}", 60, 80
-                    ) from error
-                return Ack(channel_id, tag, multiple)
+                    )
+                tag, bits = ACK_ARGUMENTS.unpack_from(buffer, start + 4)
+                return Ack(channel_id, tag, bool(bits & 1))
             return self._channel_method(channel_id, buffer, start, end)
         if frame_type == FRAME_HEADER:
             if channel is None or channel.closing:
@@ -264,12 +294,35 @@ class ProtocolConnection:
             raise UnexpectedFrame(f"type 8, all octets = {erlang_binary(buffer[start:end])}")
         raise _unknown_frame(frame_type, buffer[start:end])
 
+    def _publish(self, channel_id: int, buffer: bytes, start: int, end: int) -> Publish:
+        """The publish a method frame starts; its header and body follow."""
+        try:
+            route, mandatory, immediate = split_publish(buffer, start + 4, end)
+        except IndexError as error:
+            raise FrameError(
+                f"cannot decode {erlang_binary(buffer[start + 4 : end])}", 60, 40
+            ) from error
+        # Publishers repeat the same exchange and routing key: decode each pair once.
+        cache = self._routes
+        decoded = cache.get(route)
+        if decoded is None:
+            if len(cache) >= ROUTE_CACHE_ENTRIES_MAX:
+                cache.clear()
+            exchange_length = route[0]
+            decoded = cache[route] = (
+                route[1 : 1 + exchange_length].decode("utf-8", "surrogateescape"),
+                route[2 + exchange_length :].decode("utf-8", "surrogateescape"),
+                route,
+            )
+        exchange, routing_key, route = decoded
+        return Publish(channel_id, exchange, routing_key, mandatory, immediate, route)
+
     def _check_protocol_header(self, buffer: bytes) -> Event | None:
-        received = buffer[: len(PROTOCOL_HEADER)]
-        if not any(header.startswith(received) for header in ACCEPTED_PROTOCOL_HEADERS):
-            return self._reject_protocol_header(received)
         if len(buffer) < len(PROTOCOL_HEADER):
-            return None
+            return None  # as RabbitMQ: judge all 8 bytes, however they arrive
+        received = buffer[: len(PROTOCOL_HEADER)]
+        if received not in ACCEPTED_PROTOCOL_HEADERS:
+            return self._reject_protocol_header(received)
         self.phase = Phase.AWAITING_START_OK
         self._send_method(
             0,

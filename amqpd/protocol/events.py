@@ -101,16 +101,32 @@ class MethodReceived(Event):
 class Publish(Event):
     """A complete basic.publish: method arguments, content header payload and body."""
 
-    __slots__ = ("body", "channel", "exchange", "header", "immediate", "mandatory", "routing_key")
+    __slots__ = (
+        "body",
+        "channel",
+        "exchange",
+        "header",
+        "immediate",
+        "mandatory",
+        "route",
+        "routing_key",
+    )
 
     def __init__(
-        self, channel: int, exchange: str, routing_key: str, mandatory: bool, immediate: bool
+        self,
+        channel: int,
+        exchange: str,
+        routing_key: str,
+        mandatory: bool,
+        immediate: bool,
+        route: bytes,
     ) -> None:
         self.channel = channel
         self.exchange = exchange
         self.routing_key = routing_key
         self.mandatory = mandatory
         self.immediate = immediate
+        self.route = route  # exchange and routing key as shortstrs, as received
         self.header = b""
         self.body = b""
 

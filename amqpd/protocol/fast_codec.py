@@ -12,15 +12,24 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from amqpd.protocol.frames import FRAME_END_BYTES, FRAME_METHOD, HEADER_STRUCT
+from amqpd.protocol.frames import (
+    FRAME_BODY,
+    FRAME_END_BYTES,
+    FRAME_HEADER,
+    FRAME_METHOD,
+    HEADER_STRUCT,
+)
 
 PUBLISH_INDEX: Final = 0x003C0028  # basic.publish (60, 40)
 ACK_INDEX: Final = 0x003C0050  # basic.ack (60, 80)
 NACK_INDEX: Final = 0x003C0078  # basic.nack (60, 120)
 REJECT_INDEX: Final = 0x003C005A  # basic.reject (60, 90)
+ACK_PAYLOAD_BYTES: Final = 4 + 9  # class/method ids, delivery_tag u64, multiple bit
 
 _DELIVER_PREFIX: Final = struct.Struct(">BHIHH")  # frame header + class 60, method 60
+_FRAME_END_THEN_HEADER: Final = struct.Struct(">BBHI")  # previous frame's end + next header
 _TAG_AND_FLAG: Final = struct.Struct(">QB")
+ACK_ARGUMENTS: Final = _TAG_AND_FLAG  # basic.ack: delivery_tag u64, multiple bit
 _ACK_FRAME: Final = struct.Struct(">BHIHHQBB")  # whole basic.ack frame incl. frame-end
 _GET_OK_PREFIX: Final = struct.Struct(">BHIHHQB")  # frame header, 60, 71, tag, redelivered
 _U32: Final = struct.Struct(">I")
@@ -36,29 +45,38 @@ def short_string(value: str) -> bytes:
     return bytes((len(raw),)) + raw
 
 
-def decode_publish(payload: bytes, offset: int, end: int) -> tuple[str, str, bool, bool]:
-    """(exchange, routing_key, mandatory, immediate) of a basic.publish payload.
+def split_publish(payload: bytes, offset: int, end: int) -> tuple[bytes, bool, bool]:
+    """(route, mandatory, immediate) of a basic.publish payload.
 
     `offset` points at the arguments, just past the class and method ids; `end` is where
-    the frame's payload stops. Raises IndexError on a truncated payload; the caller turns
-    that into a syntax error.
+    the frame's payload stops. `route` is the exchange and routing key exactly as they
+    are on the wire (two shortstrs), which is also how basic.deliver writes them, so a
+    delivery copies them instead of encoding. IndexError on a truncated payload.
     """
-    offset += 2  # reserved-1 (ticket)
-    length = payload[offset]
-    stop = offset + 1 + length
-    exchange = payload[offset + 1 : stop].decode("utf-8", "surrogateescape")
-    length = payload[stop]
-    offset = stop + 1 + length
-    routing_key = payload[stop + 1 : offset].decode("utf-8", "surrogateescape")
-    if offset >= end:
+    route_start = offset + 2  # past reserved-1 (ticket)
+    routing_key_at = route_start + 1 + payload[route_start]
+    flags_at = routing_key_at + 1 + payload[routing_key_at]
+    if flags_at >= end:
         raise IndexError("basic.publish arguments end before their flags")
-    bits = payload[offset]
-    return exchange, routing_key, bool(bits & 1), bool(bits & 2)
+    bits = payload[flags_at]
+    return payload[route_start:flags_at], bool(bits & 1), bool(bits & 2)
+
+
+def decode_publish(payload: bytes, offset: int, end: int) -> tuple[str, str, bool, bool]:
+    """(exchange, routing_key, mandatory, immediate) of a basic.publish payload."""
+    route, mandatory, immediate = split_publish(payload, offset, end)
+    exchange_length = route[0]
+    return (
+        route[1 : 1 + exchange_length].decode("utf-8", "surrogateescape"),
+        route[2 + exchange_length :].decode("utf-8", "surrogateescape"),
+        mandatory,
+        immediate,
+    )
 
 
 def decode_ack(payload: bytes, offset: int) -> tuple[int, bool]:
     """(delivery_tag, multiple) of a basic.ack payload; `offset` is past the method ids."""
-    delivery_tag, bits = _TAG_AND_FLAG.unpack_from(payload, offset)
+    delivery_tag, bits = ACK_ARGUMENTS.unpack_from(payload, offset)
     return delivery_tag, bool(bits & 1)
 
 
@@ -88,6 +106,50 @@ def append_deliver(
     out.append(_TAG_AND_FLAG.pack(delivery_tag, redelivered))
     out.append(exchange_and_routing_key)
     out.append(FRAME_END_BYTES)
+
+
+def append_delivery(
+    out: list[bytes],
+    channel: int,
+    consumer_tag: bytes,
+    delivery_tag: int,
+    redelivered: bool,
+    route: bytes,
+    header: bytes,
+    body: bytes,
+    body_frame_bytes_max: int,
+) -> None:
+    """basic.deliver, its content header and its body frames, in one call.
+
+    The common case (a body that fits one frame) costs three struct packs and nine
+    appends; larger bodies are re-split to the consumer's frame_max.
+    """
+    pack = HEADER_STRUCT.pack
+    body_size = len(body)
+    out += (
+        _DELIVER_PREFIX.pack(
+            FRAME_METHOD,
+            channel,
+            _DELIVER_FIXED_BYTES + len(consumer_tag) + len(route),
+            60,
+            60,
+        ),
+        consumer_tag,
+        _TAG_AND_FLAG.pack(delivery_tag, redelivered),
+        route,
+        _FRAME_END_THEN_HEADER.pack(0xCE, FRAME_HEADER, channel, len(header)),
+        header,
+    )
+    if body_size <= body_frame_bytes_max:
+        if body_size:
+            out += (_FRAME_END_THEN_HEADER.pack(0xCE, FRAME_BODY, channel, body_size), body)
+        out.append(FRAME_END_BYTES)
+        return
+    out.append(FRAME_END_BYTES)
+    view = memoryview(body)
+    for start in range(0, body_size, body_frame_bytes_max):
+        chunk = view[start : start + body_frame_bytes_max]
+        out += (pack(FRAME_BODY, channel, len(chunk)), bytes(chunk), FRAME_END_BYTES)
 
 
 def append_get_ok(

@@ -23,7 +23,7 @@ from amqpd.protocol import spec
 from amqpd.protocol.connection import ProtocolConnection
 from amqpd.protocol.fast_codec import (
     ack_frame,
-    append_deliver,
+    append_delivery,
     append_get_ok,
     short_string,
 )
@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 
 # Approximate framing bytes per delivery, for outbound back-pressure accounting.
 _DELIVERY_OVERHEAD_BYTES: Final = 64
+
+
+def encode_route(message: Message) -> bytes:
+    """Exchange and routing key as deliveries write them (for messages the broker made)."""
+    return short_string(message.exchange) + short_string(message.routing_key)
 
 
 class ChannelHandler:
@@ -58,14 +63,20 @@ class ChannelHandler:
     ) -> None:
         route = message.encoded_route
         if route is None:
-            route = message.encoded_route = short_string(message.exchange) + short_string(
-                message.routing_key
-            )
-        proto = self.proto
-        out = proto.out
-        append_deliver(out, self.number, consumer.wire_tag, delivery_tag, redelivered, route)
-        append_content(out, self.number, message.header, message.body, proto.body_frame_bytes_max)
-        self.session.queued_output(len(message.body) + _DELIVERY_OVERHEAD_BYTES)
+            route = message.encoded_route = encode_route(message)
+        body = message.body
+        append_delivery(
+            self.proto.out,
+            self.number,
+            consumer.wire_tag,
+            delivery_tag,
+            redelivered,
+            route,
+            message.header,
+            body,
+            self.proto.body_frame_bytes_max,
+        )
+        self.session.queued_output(len(body) + _DELIVERY_OVERHEAD_BYTES)
 
     def returned(self, reply_code: int, reply_text: str, message: Message) -> None:
         self.proto.send_content(
@@ -109,17 +120,6 @@ class ChannelHandler:
             # RabbitMQ's answer to methods only a server sends (flow-ok, declare-ok, ...).
             raise CommandInvalid("unimplemented method", method.CLASS_ID, method.METHOD_ID)
         handler(self, method)
-
-    def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        mandatory: bool,
-        immediate: bool,
-        header: bytes,
-        body: bytes,
-    ) -> None:
-        self.channel.publish(exchange, routing_key, mandatory, immediate, header, body)
 
     def close(self) -> None:
         self._confirm_through = 0
@@ -263,9 +263,7 @@ class ChannelHandler:
         delivery_tag, redelivered, message, message_count = got
         route = message.encoded_route
         if route is None:
-            route = message.encoded_route = short_string(message.exchange) + short_string(
-                message.routing_key
-            )
+            route = message.encoded_route = encode_route(message)
         out = self.proto.out
         append_get_ok(out, self.number, delivery_tag, redelivered, route, message_count)
         append_content(

@@ -260,6 +260,7 @@ class ClientSession:
                             event.immediate,
                             event.header,
                             event.body,
+                            event.route,
                         )
                     elif kind is Ack:
                         assert isinstance(event, Ack)

@@ -87,7 +87,7 @@ def test_exchange_declare_and_equivalence(vhost: VirtualHost) -> None:
 def test_exchange_declare_errors(vhost: VirtualHost) -> None:
     with pytest.raises(NotFound, match="^no exchange 'nope' in vhost '/'$"):
         vhost.declare_exchange("nope", "direct", passive=True)
-    with pytest.raises(CommandInvalid, match="^invalid exchange type 'nope'$"):
+    with pytest.raises(CommandInvalid, match="^unknown exchange type 'nope'$"):
         vhost.declare_exchange("x", "nope")
     with pytest.raises(
         AccessRefused, match="exchange name 'amq.x' contains reserved prefix 'amq.*'"
@@ -192,7 +192,12 @@ def test_invalid_queue_arguments_are_refused(
 
 @pytest.mark.parametrize(
     "arguments",
-    [{"x-message-ttl": LongInt(1000)}, {"x-max-length": 10}, {"x-queue-type": "quorum"}],
+    [
+        {"x-message-ttl": LongInt(1000)},
+        {"x-max-length": 10},
+        {"x-queue-type": "quorum"},
+        {"x-delivery-limit": 3},
+    ],
 )
 def test_known_but_unimplemented_queue_arguments_are_refused_not_ignored(
     vhost: VirtualHost, arguments: dict[str, object]
@@ -200,6 +205,15 @@ def test_known_but_unimplemented_queue_arguments_are_refused_not_ignored(
     with pytest.raises(FeatureNotImplemented, match="is not supported by this version of amqpd"):
         vhost.declare_queue("q", owner=OWNER, arguments=arguments)  # type: ignore[arg-type]
     assert "q" not in vhost.queues
+
+
+def test_quorum_only_arguments_are_refused_on_classic_queues(vhost: VirtualHost) -> None:
+    with pytest.raises(PreconditionFailed) as error:
+        vhost.declare_queue("q", owner=OWNER, arguments={"x-dead-letter-strategy": "at-least-once"})
+    assert error.value.detail == (
+        "invalid arg 'x-dead-letter-strategy' for queue 'q' in vhost '/' of queue type "
+        "rabbit_classic_queue"
+    )
 
 
 def test_exclusive_queue_is_locked_to_its_connection(vhost: VirtualHost) -> None:

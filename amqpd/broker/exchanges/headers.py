@@ -4,7 +4,8 @@
 `any` needs one; both ignore arguments whose names start with `x-`. `all-with-x` and
 `any-with-x` take those into account too (only `x-match` itself is never compared).
 A binding argument with no value (void) matches any value of a header of that name.
-Values compare by value (an integer and the same double are equal), as RabbitMQ does.
+Values match when their type classes and values are equal (any integer width alike; a
+string "1" never matches the integer 1), as RabbitMQ compares them.
 
 Synchronous and pure; imports amqpd.codec, amqpd.errors and broker.* only.
 """
@@ -17,8 +18,8 @@ from typing import Final
 from amqpd.broker.binding import Binding, Destination
 from amqpd.broker.exchanges.base import Exchange
 from amqpd.broker.message import Message
-from amqpd.codec.fields import FieldTable, FieldValue, values_equal
-from amqpd.errors import PreconditionFailed
+from amqpd.codec.fields import FieldTable, FieldValue, type_name, values_equal
+from amqpd.errors import PreconditionFailed, erlang_binary
 
 X_MATCH_MODES: Final = ("all", "any", "all-with-x", "any-with-x")
 
@@ -54,10 +55,15 @@ class HeadersExchange(Exchange):
 
     def validate_binding(self, routing_key: str, arguments: FieldTable) -> None:
         mode = arguments.get("x-match", "all")
+        if not isinstance(mode, str):
+            shown = mode.decode("utf-8", "replace") if isinstance(mode, bytes) else str(mode)
+            raise PreconditionFailed(
+                f"Invalid x-match field type {type_name(mode)} (value {shown}); expected longstr"
+            )
         if mode not in X_MATCH_MODES:
             raise PreconditionFailed(
-                f"Invalid x-match field value {mode!r}; expected all, any, all-with-x, "
-                "or any-with-x"
+                f"Invalid x-match field value {erlang_binary(mode.encode())}; expected all, "
+                "any, all-with-x, or any-with-x"
             )
 
     def _index(self, binding: Binding) -> None:

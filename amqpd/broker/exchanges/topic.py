@@ -1,5 +1,6 @@
 """The topic exchange: binding keys are dot-separated words where `*` matches exactly one
-word and `#` matches zero or more; words may be empty (`a..b` has three words).
+word and `#` matches zero or more; words may be empty (`a..b` has three words), but the
+empty key has none (as RabbitMQ splits it), so `*` does not match it and `#` does.
 
 Bindings live in a trie of words; matching walks it once per routing key, remembering
 (node, position) pairs it has visited so that patterns with many `#` stay linear.
@@ -20,6 +21,10 @@ from amqpd.broker.message import Message
 ROUTE_CACHE_ENTRIES_MAX: Final = 4096
 
 
+def words_of(key: str) -> list[str]:
+    return key.split(".") if key else []
+
+
 class _Node:
     __slots__ = ("children", "destinations")
 
@@ -38,14 +43,14 @@ class TopicExchange(Exchange):
 
     def _index(self, binding: Binding) -> None:
         node = self._root
-        for word in binding.routing_key.split("."):
+        for word in words_of(binding.routing_key):
             node = node.children.setdefault(word, _Node())
         count_in(node.destinations, binding.destination)
         self._cache.clear()
 
     def _unindex(self, binding: Binding) -> None:
         path = [self._root]
-        words = binding.routing_key.split(".")
+        words = words_of(binding.routing_key)
         for word in words:
             path.append(path[-1].children[word])
         count_out(path[-1].destinations, binding.destination)
@@ -62,7 +67,7 @@ class TopicExchange(Exchange):
         for routing_key in routing_keys:
             cached = self._cache.get(routing_key)
             if cached is None:
-                cached = tuple(self._match(routing_key.split(".")))
+                cached = tuple(self._match(words_of(routing_key)))
                 if len(self._cache) >= ROUTE_CACHE_ENTRIES_MAX:
                     self._cache.clear()
                 self._cache[routing_key] = cached
