@@ -171,9 +171,23 @@ class Channel:
         self._route(exchange, message, mandatory)
 
     def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
+        if not self.confirm_mode:
+            self._enqueue(exchange, message, mandatory)
+            return
+        self._publish_sequence += 1
+        sequence = self._publish_sequence
+        try:
+            self._enqueue(exchange, message, mandatory)
+        except Exception:
+            # A bug, not the publisher's fault: it hears basic.nack before the connection
+            # closes (541), so it knows this message may not have been taken.
+            self.sink.rejected(sequence)
+            raise
+        # Everything lives in memory: a message is as safe as it will get once routed.
+        self.sink.confirmed(sequence)
+
+    def _enqueue(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
         queues = self.vhost.route(exchange, message)
-        if self.confirm_mode:
-            self._publish_sequence += 1
         if queues:
             if message.flags & FLAG_HEADERS and message.has_bcc():
                 message = message.without_bcc()
@@ -181,9 +195,6 @@ class Channel:
                 queue.enqueue(message)
         elif mandatory:
             self.sink.returned(NO_ROUTE, "NO_ROUTE", message)
-        if self.confirm_mode:
-            # Everything lives in memory: a message is as safe as it will get once routed.
-            self.sink.confirmed(self._publish_sequence)
 
     # --------------------------------------------------------------- queues
 

@@ -36,6 +36,10 @@ class ChannelSink(Protocol):
         """Publisher confirm: message `sequence` is safe (basic.ack, batched by the sink)."""
         ...
 
+    def rejected(self, sequence: int) -> None:
+        """Publisher confirm: message `sequence` was not taken (basic.nack)."""
+        ...
+
     def consumer_cancelled(self, consumer_tag: str) -> None:
         """The broker ended a consumer (its queue was deleted): basic.cancel if supported."""
         ...

@@ -319,5 +319,20 @@ def type_class(value: FieldValue) -> str:
 
 def values_equal(left: FieldValue, right: FieldValue) -> bool:
     """Equal as RabbitMQ compares header and argument values: same type class, same value
-    (a signedint 1 equals a long 1; a longstr "1" or a double 1.0 does not)."""
-    return type_class(left) == type_class(right) and left == right
+    (a signedint 1 equals a long 1; a longstr "1" or a double 1.0 does not). Inside arrays
+    and tables the wire types must be identical, as Erlang compares typed terms there."""
+    return type_class(left) == type_class(right) and _same_nested(left, right)
+
+
+def _same_nested(left: FieldValue, right: FieldValue) -> bool:
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(
+            type_code(a) == type_code(b) and _same_nested(a, b)
+            for a, b in zip(left, right, strict=True)
+        )
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(
+            type_code(left[key]) == type_code(right[key]) and _same_nested(left[key], right[key])
+            for key in left
+        )
+    return left == right

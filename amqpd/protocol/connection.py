@@ -52,10 +52,11 @@ from amqpd.protocol.events import (
     Tuned,
 )
 from amqpd.protocol.fast_codec import (
-    ACK_ARGUMENTS,
     ACK_INDEX,
     ACK_PAYLOAD_BYTES,
     PUBLISH_INDEX,
+    decode_ack,
+    decode_route,
     split_publish,
 )
 from amqpd.protocol.frames import (
@@ -157,7 +158,9 @@ class ProtocolConnection:
         self.limits = limits
         self.phase = Phase.AWAITING_PROTOCOL_HEADER
         self._server_properties = server_properties
-        self._buffer = b""
+        self._pending: list[bytes] = []  # an incomplete frame, in the pieces received
+        self._pending_bytes = 0
+        self._needed_bytes = 0
         self._channels: dict[int, _Channel] = {}
         self._out: list[bytes] = []
         # Before tune-ok the peer is held to our own frame_max.
@@ -173,10 +176,19 @@ class ProtocolConnection:
 
     def receive_data(self, data: bytes) -> Iterator[Event]:
         """Parse every complete frame now buffered, yielding events one by one."""
-        buffer = self._buffer + data if self._buffer else data
-        self._buffer = b""
         if self.phase is Phase.CLOSED:
             return
+        if self._pending:
+            # Pieces of an incomplete frame are joined once the frame can be complete,
+            # not at every read: a peer dribbling bytes costs linear time, not quadratic.
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            if self._pending_bytes < self._needed_bytes:
+                return
+            buffer = b"".join(self._pending)
+            self._pending.clear()
+        else:
+            buffer = data
         position = 0
         if self.phase is Phase.AWAITING_PROTOCOL_HEADER:
             event = self._check_protocol_header(buffer)
@@ -184,13 +196,12 @@ class ProtocolConnection:
                 yield event
                 return
             if self.phase is Phase.AWAITING_PROTOCOL_HEADER:
-                self._buffer = buffer  # fewer than 8 bytes so far
+                self._keep(buffer, len(PROTOCOL_HEADER))  # fewer than 8 bytes so far
                 return
             position = len(PROTOCOL_HEADER)
         keep_rest = True  # False once framing is lost: nothing after it can be trusted
         channels = self._channels
         unpack_index = _U32.unpack_from
-        unpack_ack = ACK_ARGUMENTS.unpack_from
         try:
             while len(buffer) - position >= FRAME_HEADER_BYTES:
                 frame_type, channel_id, size = HEADER_STRUCT.unpack_from(buffer, position)
@@ -236,8 +247,8 @@ class ProtocolConnection:
                             channel.publish = self._publish(channel_id, buffer, start, end)
                             continue
                         if index == ACK_INDEX and end - start == ACK_PAYLOAD_BYTES:
-                            tag, bits = unpack_ack(buffer, start + 4)
-                            yield Ack(channel_id, tag, bool(bits & 1))
+                            tag, multiple = decode_ack(buffer, start + 4)
+                            yield Ack(channel_id, tag, multiple)
                             continue
                 event = self._frame(frame_type, channel_id, buffer, start, end)
                 if event is not None:
@@ -247,7 +258,17 @@ class ProtocolConnection:
                         return
         finally:
             if keep_rest and position < len(buffer):
-                self._buffer = buffer[position:]
+                rest = buffer[position:]
+                needed = FRAME_HEADER_BYTES
+                if len(rest) >= FRAME_HEADER_BYTES:
+                    needed += HEADER_STRUCT.unpack_from(rest)[2] + 1  # payload + frame-end
+                self._keep(rest, needed)
+
+    def _keep(self, rest: bytes, needed_bytes: int) -> None:
+        """Hold an incomplete frame until `needed_bytes` have arrived in all."""
+        self._pending = [rest]
+        self._pending_bytes = len(rest)
+        self._needed_bytes = needed_bytes
 
     def _frame(
         self, frame_type: int, channel_id: int, buffer: bytes, start: int, end: int
@@ -279,16 +300,21 @@ class ProtocolConnection:
                     raise FrameError(
                         f"cannot decode {erlang_binary(buffer[start + 4 : end])}", 60, 80
                     )
-                tag, bits = ACK_ARGUMENTS.unpack_from(buffer, start + 4)
-                return Ack(channel_id, tag, bool(bits & 1))
+                tag, multiple = decode_ack(buffer, start + 4)
+                return Ack(channel_id, tag, multiple)
             return self._channel_method(channel_id, buffer, start, end)
-        if frame_type == FRAME_HEADER:
-            if channel is None or channel.closing:
-                return None  # content for a channel we closed: discarded
-            return self._content_header(channel_id, channel, buffer, start, end)
-        if frame_type == FRAME_BODY:
-            if channel is None or channel.closing:
-                return None
+        if frame_type in (FRAME_HEADER, FRAME_BODY):
+            if channel is None:
+                if self.phase in (Phase.CLOSING, Phase.CLOSED):
+                    return None  # after connection.close only close/close-ok count
+                if self.phase is not Phase.OPEN:
+                    octets = erlang_binary(buffer[start:end])
+                    raise UnexpectedFrame(f"type {frame_type}, all octets = {octets}")
+                raise UnexpectedFrame("expected method frame, got non method frame instead")
+            if channel.closing:
+                return None  # content for a channel we are closing: discarded
+            if frame_type == FRAME_HEADER:
+                return self._content_header(channel_id, channel, buffer, start, end)
             return self._content_body(channel, buffer, start, end)
         if frame_type == FRAME_HEARTBEAT:
             raise UnexpectedFrame(f"type 8, all octets = {erlang_binary(buffer[start:end])}")
@@ -308,12 +334,7 @@ class ProtocolConnection:
         if decoded is None:
             if len(cache) >= ROUTE_CACHE_ENTRIES_MAX:
                 cache.clear()
-            exchange_length = route[0]
-            decoded = cache[route] = (
-                route[1 : 1 + exchange_length].decode("utf-8", "surrogateescape"),
-                route[2 + exchange_length :].decode("utf-8", "surrogateescape"),
-                route,
-            )
+            decoded = cache[route] = (*decode_route(route), route)
         exchange, routing_key, route = decoded
         return Publish(channel_id, exchange, routing_key, mandatory, immediate, route)
 
@@ -339,7 +360,6 @@ class ProtocolConnection:
     def _reject_protocol_header(self, received: bytes) -> Event:
         self._out.append(PROTOCOL_HEADER)
         self.phase = Phase.CLOSED
-        self._buffer = b""
         return BadProtocolHeader(received)
 
     def _channel_zero_frame(

@@ -22,8 +22,6 @@ from amqpd.protocol.frames import (
 
 PUBLISH_INDEX: Final = 0x003C0028  # basic.publish (60, 40)
 ACK_INDEX: Final = 0x003C0050  # basic.ack (60, 80)
-NACK_INDEX: Final = 0x003C0078  # basic.nack (60, 120)
-REJECT_INDEX: Final = 0x003C005A  # basic.reject (60, 90)
 ACK_PAYLOAD_BYTES: Final = 4 + 9  # class/method ids, delivery_tag u64, multiple bit
 
 _DELIVER_PREFIX: Final = struct.Struct(">BHIHH")  # frame header + class 60, method 60
@@ -62,50 +60,25 @@ def split_publish(payload: bytes, offset: int, end: int) -> tuple[bytes, bool, b
     return payload[route_start:flags_at], bool(bits & 1), bool(bits & 2)
 
 
-def decode_publish(payload: bytes, offset: int, end: int) -> tuple[str, str, bool, bool]:
-    """(exchange, routing_key, mandatory, immediate) of a basic.publish payload."""
-    route, mandatory, immediate = split_publish(payload, offset, end)
+def decode_route(route: bytes) -> tuple[str, str]:
+    """(exchange, routing_key) from the two shortstrs split_publish returns."""
     exchange_length = route[0]
     return (
         route[1 : 1 + exchange_length].decode("utf-8", "surrogateescape"),
         route[2 + exchange_length :].decode("utf-8", "surrogateescape"),
-        mandatory,
-        immediate,
     )
+
+
+def decode_publish(payload: bytes, offset: int, end: int) -> tuple[str, str, bool, bool]:
+    """(exchange, routing_key, mandatory, immediate) of a basic.publish payload."""
+    route, mandatory, immediate = split_publish(payload, offset, end)
+    return (*decode_route(route), mandatory, immediate)
 
 
 def decode_ack(payload: bytes, offset: int) -> tuple[int, bool]:
     """(delivery_tag, multiple) of a basic.ack payload; `offset` is past the method ids."""
     delivery_tag, bits = ACK_ARGUMENTS.unpack_from(payload, offset)
     return delivery_tag, bool(bits & 1)
-
-
-def append_deliver(
-    out: list[bytes],
-    channel: int,
-    consumer_tag: bytes,
-    delivery_tag: int,
-    redelivered: bool,
-    exchange_and_routing_key: bytes,
-) -> None:
-    """Append a basic.deliver method frame.
-
-    `consumer_tag` and `exchange_and_routing_key` are already shortstr-encoded (cached on
-    the consumer and on the message), so a delivery costs two struct packs.
-    """
-    out.append(
-        _DELIVER_PREFIX.pack(
-            FRAME_METHOD,
-            channel,
-            _DELIVER_FIXED_BYTES + len(consumer_tag) + len(exchange_and_routing_key),
-            60,
-            60,
-        )
-    )
-    out.append(consumer_tag)
-    out.append(_TAG_AND_FLAG.pack(delivery_tag, redelivered))
-    out.append(exchange_and_routing_key)
-    out.append(FRAME_END_BYTES)
 
 
 def append_delivery(
@@ -186,7 +159,3 @@ def nack_frame(channel: int, delivery_tag: int, multiple: bool, requeue: bool) -
     """A whole basic.nack frame (publisher confirms)."""
     bits = (1 if multiple else 0) | (2 if requeue else 0)
     return _ACK_FRAME.pack(FRAME_METHOD, channel, 13, 60, 120, delivery_tag, bits, 0xCE)
-
-
-def frame_header(frame_type: int, channel: int, size: int) -> bytes:
-    return HEADER_STRUCT.pack(frame_type, channel, size)

@@ -40,19 +40,21 @@ def method_class(index: int) -> type[Method]:
 
 
 def decode_method(payload: bytes, offset: int = 0, end: int | None = None) -> Method:
-    """Decode a method-frame payload (class id, method id, arguments) at `offset`.
+    """Decode the method-frame payload (class id, method id, arguments) in
+    `payload[offset:end]`; nothing outside those bounds is ever read.
 
     Arguments that do not decode are a 501 FRAME_ERROR "cannot decode <<...>>", with the
     method's ids, as RabbitMQ reports them.
     """
+    if offset or end is not None:
+        payload = payload[offset:end]
     try:
-        return _decode_method(payload, offset)
+        return _decode_method(payload, 0)
     except AMQPSyntaxError as error:
         if error.class_id == 0:
             raise
-        arguments = payload[offset + 4 : len(payload) if end is None else end]
         raise FrameError(
-            f"cannot decode {erlang_binary(arguments)}", error.class_id, error.method_id
+            f"cannot decode {erlang_binary(payload[4:])}", error.class_id, error.method_id
         ) from error
 
 

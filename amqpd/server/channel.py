@@ -25,6 +25,7 @@ from amqpd.protocol.fast_codec import (
     ack_frame,
     append_delivery,
     append_get_ok,
+    nack_frame,
     short_string,
 )
 from amqpd.protocol.frames import append_content
@@ -96,6 +97,12 @@ class ChannelHandler:
         if not self._confirm_through:
             self.session.confirms_pending(self)
         self._confirm_through = sequence
+
+    def rejected(self, sequence: int) -> None:
+        self.flush_confirms()  # acks for earlier messages go first, in order
+        self.proto.out.append(nack_frame(self.number, sequence, False, False))
+        self._confirm_sent = sequence
+        self.session.queued_output(_DELIVERY_OVERHEAD_BYTES)
 
     def consumer_cancelled(self, consumer_tag: str) -> None:
         self.proto.send_method(

@@ -273,11 +273,12 @@ class ClientSession:
                 except ConnectionException as error:
                     _fill_method_ids(error, event)
                     self._fail_connection(error)
+                except Exception:
+                    self._internal_error(event)
         except ConnectionException as error:
             self._fail_connection(error)
         except Exception:
-            log.exception("connection %s: internal error; closing the connection", self.label)
-            self._fail_connection(InternalError("internal error, see the broker log"))
+            self._internal_error(None)
         self._flush_confirms()
         self._schedule_write()
 
@@ -378,6 +379,14 @@ class ClientSession:
         self.proto.close_channel(
             channel, error.reply_code, error.reply_text, error.class_id, error.method_id
         )
+
+    def _internal_error(self, event: Event | None) -> None:
+        """A bug: log it with its traceback and close this connection only, with 541."""
+        log.exception("connection %s: internal error; closing the connection", self.label)
+        error = InternalError("internal error, see the broker log")
+        if event is not None:
+            _fill_method_ids(error, event)
+        self._fail_connection(error)
 
     def _fail_handshake(self, error: ConnectionException) -> None:
         """Before tune-ok, RabbitMQ closes without a reason, after a delay; so do we."""

@@ -469,3 +469,20 @@ def test_valid_expiration_is_accepted(client: Client, vhost: VirtualHost) -> Non
     declare(channel)
     publish(channel, "", "q", expiration="60000")
     assert vhost.queues["q"].message_count == 1
+
+
+def test_an_internal_failure_while_routing_nacks_the_publish(
+    client: Client, vhost: VirtualHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel, sink = client.channel()
+    declare(channel)
+    channel.select_confirms()
+    publish(channel, "", "q")
+
+    def broken_enqueue(self: object, message: object) -> None:
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(type(vhost.queues["q"]), "enqueue", broken_enqueue)
+    with pytest.raises(RuntimeError, match="injected fault"):
+        publish(channel, "", "q")
+    assert (sink.confirms, sink.nacks) == ([1], [2])

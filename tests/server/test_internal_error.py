@@ -40,3 +40,34 @@ def test_unexpected_exception_closes_that_connection_with_541(
         _method, _, body = bystander_channel.basic_get(queue, auto_ack=True)
         assert body == b"still here"
         bystander.close()
+
+
+def test_a_confirmed_publish_hit_by_a_bug_is_nacked_before_the_541(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pamqp import commands
+
+    from amqpd.broker.queue import Queue
+    from tests.support.raw_client import RawClient
+
+    with running_node(tmp_path) as node:
+        host, port = node.addresses[0]
+        with RawClient(host, port) as client:
+            client.handshake()
+            client.open_channel(1)
+            client.send(1, commands.Queue.Declare(queue="victim", exclusive=True))
+            client.expect(commands.Queue.DeclareOk)
+            client.send(1, commands.Confirm.Select())
+            client.expect(commands.Confirm.SelectOk)
+            client.publish(1, b"fine", routing_key="victim")
+            assert client.expect(commands.Basic.Ack).delivery_tag == 1
+
+            def broken_enqueue(self: Queue, message: object) -> None:
+                raise RuntimeError("injected fault")
+
+            monkeypatch.setattr(Queue, "enqueue", broken_enqueue)
+            client.publish(1, b"lost", routing_key="victim")
+            nack = client.expect(commands.Basic.Nack)
+            assert (nack.delivery_tag, nack.multiple) == (2, False)
+            close = client.expect(commands.Connection.Close)
+            assert (close.reply_code, close.class_id, close.method_id) == (541, 60, 40)

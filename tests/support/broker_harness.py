@@ -33,6 +33,7 @@ class RecordingSink:
         self.deliveries: list[Delivery] = []
         self.returns: list[tuple[int, str, Message]] = []
         self.confirms: list[int] = []
+        self.nacks: list[int] = []
         self.cancelled: list[str] = []
 
     def wire_tag(self, consumer_tag: str) -> bytes:
@@ -48,6 +49,9 @@ class RecordingSink:
 
     def confirmed(self, sequence: int) -> None:
         self.confirms.append(sequence)
+
+    def rejected(self, sequence: int) -> None:
+        self.nacks.append(sequence)
 
     def consumer_cancelled(self, consumer_tag: str) -> None:
         self.cancelled.append(consumer_tag)
