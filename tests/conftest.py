@@ -12,8 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support.broker_process import BrokerProcess
+
+# No per-example deadline: on a shared machine a slow example is noise, not a bug.
+# print_blob makes any failure reproducible from the CI log alone.
+settings.register_profile("amqpd", deadline=None, print_blob=True)
+settings.load_profile("amqpd")
 
 
 @pytest.fixture(scope="session")

@@ -171,30 +171,27 @@ class Channel:
         self._route(exchange, message, mandatory)
 
     def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
-        if not self.confirm_mode:
-            self._enqueue(exchange, message, mandatory)
-            return
-        self._publish_sequence += 1
-        sequence = self._publish_sequence
+        confirm = self.confirm_mode
+        if confirm:
+            self._publish_sequence += 1
         try:
-            self._enqueue(exchange, message, mandatory)
+            queues = self.vhost.route(exchange, message)
+            if queues:
+                if message.flags & FLAG_HEADERS and message.has_bcc():
+                    message = message.without_bcc()
+                for queue in queues:
+                    queue.enqueue(message)
+            elif mandatory:
+                self.sink.returned(NO_ROUTE, "NO_ROUTE", message)
         except Exception:
-            # A bug, not the publisher's fault: it hears basic.nack before the connection
-            # closes (541), so it knows this message may not have been taken.
-            self.sink.rejected(sequence)
+            if confirm:
+                # A bug, not the publisher's fault: it hears basic.nack before the
+                # connection closes (541), so it knows this message may not be taken.
+                self.sink.rejected(self._publish_sequence)
             raise
-        # Everything lives in memory: a message is as safe as it will get once routed.
-        self.sink.confirmed(sequence)
-
-    def _enqueue(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
-        queues = self.vhost.route(exchange, message)
-        if queues:
-            if message.flags & FLAG_HEADERS and message.has_bcc():
-                message = message.without_bcc()
-            for queue in queues:
-                queue.enqueue(message)
-        elif mandatory:
-            self.sink.returned(NO_ROUTE, "NO_ROUTE", message)
+        if confirm:
+            # Everything lives in memory: a message is as safe as it gets once routed.
+            self.sink.confirmed(self._publish_sequence)
 
     # --------------------------------------------------------------- queues
 
@@ -302,6 +299,14 @@ class Channel:
             consumer.unacked += 1
             self._unacked[delivery_tag] = entry
         self.sink.deliver(consumer, delivery_tag, redelivered, entry.message)
+
+    def deliver_fresh(self, consumer: Consumer, message: Message) -> None:
+        """A new message straight to a no-ack consumer: nothing to track, no entry."""
+        delivery_tag = self._next_delivery_tag
+        self._next_delivery_tag = delivery_tag + 1
+        if self._acked_below == delivery_tag:
+            self._acked_below = delivery_tag + 1
+        self.sink.deliver(consumer, delivery_tag, False, message)
 
     def get(self, queue_name: str, no_ack: bool) -> tuple[int, bool, Message, int] | None:
         """basic.get: (delivery_tag, redelivered, message, messages still ready) or None."""

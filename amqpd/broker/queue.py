@@ -116,17 +116,19 @@ class Queue(Destination):
     # ------------------------------------------------------------- messages
 
     def enqueue(self, message: Message) -> None:
-        entry = QueueEntry(self._next_offset, message, self)
-        self._next_offset += 1
+        offset = self._next_offset
+        self._next_offset = offset + 1
         if self.consumers and not self._ready and not self._returned:
             consumer = self._next_consumer()
             if consumer is not None:
                 # Straight to a waiting consumer: the common case of a keeping-up queue.
-                if not consumer.no_ack:
+                if consumer.no_ack:
+                    consumer.channel.deliver_fresh(consumer, message)
+                else:
                     self.unacked_count += 1
-                consumer.channel.deliver(consumer, entry)
+                    consumer.channel.deliver(consumer, QueueEntry(offset, message, self))
                 return
-        self._ready.append(entry)
+        self._ready.append(QueueEntry(offset, message, self))
 
     def _pop(self) -> QueueEntry | None:
         returned = self._returned

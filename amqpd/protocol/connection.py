@@ -24,7 +24,7 @@ from typing import Final
 import attrs
 
 from amqpd.codec.fields import FieldTable
-from amqpd.codec.properties import BASIC_CLASS_ID
+from amqpd.codec.properties import BASIC_CLASS_ID, CONTENT_HEADER_PREFIX
 from amqpd.errors import (
     ChannelError,
     CommandInvalid,
@@ -244,7 +244,13 @@ class ProtocolConnection:
                     elif frame_type == FRAME_METHOD and publish is None and end - start >= 4:
                         index = unpack_index(buffer, start)[0]
                         if index == PUBLISH_INDEX:
-                            channel.publish = self._publish(channel_id, buffer, start, end)
+                            publish = self._publish(channel_id, buffer, start, end)
+                            after = self._whole_content(publish, buffer, position)
+                            if after:
+                                position = after
+                                yield publish
+                                continue
+                            channel.publish = publish
                             continue
                         if index == ACK_INDEX and end - start == ACK_PAYLOAD_BYTES:
                             tag, multiple = decode_ack(buffer, start + 4)
@@ -319,6 +325,47 @@ class ProtocolConnection:
         if frame_type == FRAME_HEARTBEAT:
             raise UnexpectedFrame(f"type 8, all octets = {erlang_binary(buffer[start:end])}")
         raise _unknown_frame(frame_type, buffer[start:end])
+
+    def _whole_content(self, publish: Publish, buffer: bytes, position: int) -> int:
+        """If the publish's header and one body frame are already in `buffer` at
+        `position`, and well-formed, fill them in and return the position after them;
+        else 0, and the frames go through the general path (which reports any error)."""
+        header_at = position + FRAME_HEADER_BYTES
+        if len(buffer) < header_at:
+            return 0
+        frame_type, channel_id, size = HEADER_STRUCT.unpack_from(buffer, position)
+        header_end: int = header_at + size
+        if (
+            frame_type != FRAME_HEADER
+            or channel_id != publish.channel
+            or size > self.frame_max
+            or size < _CONTENT_HEADER_MIN_BYTES
+            or header_end >= len(buffer)
+            or buffer[header_end] != FRAME_END
+        ):
+            return 0
+        class_id, _, body_size = CONTENT_HEADER_PREFIX.unpack_from(buffer, header_at)
+        if class_id != BASIC_CLASS_ID or body_size > self.limits.message_bytes_max:
+            return 0
+        if body_size == 0:
+            publish.header = buffer[header_at:header_end]
+            return header_end + 1
+        body_at = header_end + 1 + FRAME_HEADER_BYTES
+        if len(buffer) < body_at:
+            return 0
+        frame_type, channel_id, size = HEADER_STRUCT.unpack_from(buffer, header_end + 1)
+        body_end: int = body_at + size
+        if (
+            frame_type != FRAME_BODY
+            or channel_id != publish.channel
+            or size != body_size
+            or body_end >= len(buffer)
+            or buffer[body_end] != FRAME_END
+        ):
+            return 0
+        publish.header = buffer[header_at:header_end]
+        publish.body = buffer[body_at:body_end]
+        return body_end + 1
 
     def _publish(self, channel_id: int, buffer: bytes, start: int, end: int) -> Publish:
         """The publish a method frame starts; its header and body follow."""

@@ -20,7 +20,9 @@ from amqpd.errors import ACCESS_REFUSED, LoginRefused
 from amqpd.protocol.sasl import MECHANISMS, Credentials, decode_response
 
 # Anything but NUL, which PLAIN uses as its separator.
-plain_text = st.text(st.characters(blacklist_characters="\x00"), max_size=40)
+plain_text = st.text(
+    st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40
+)
 # Any bytes but NUL, decoded the way amqpd decodes them.
 plain_bytes = st.binary(max_size=40).filter(lambda raw: b"\x00" not in raw)
 

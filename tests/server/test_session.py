@@ -27,6 +27,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
         "  close_timeout_s: 1\n"
         "  message_bytes_max: 1000\n"
         "  channel_max: 8\n"
+        "  outbound_bytes_max: 1048576\n"
     )
     process = BrokerProcess(directory / "data", ["--config", str(config)]).start()
     try:
@@ -377,3 +378,36 @@ def test_connection_limit(tmp_path: Path) -> None:
             first.open_channel(1)  # the first one is unaffected
     finally:
         assert process.stop() == 0
+
+
+def test_a_consumer_that_stops_reading_holds_only_a_bounded_backlog(
+    broker: BrokerProcess,
+) -> None:
+    """Deliveries stop at outbound_bytes_max (plus what the sockets hold): the rest stays
+    in the queue instead of piling up in the broker's memory for a stuck client."""
+    body = b"x" * 900  # under message_bytes_max (1000)
+    count = 20_000  # 18 MB in all
+    with connect(broker) as publisher, connect(broker) as stuck:
+        publisher.handshake()
+        publisher.open_channel(1)
+        publisher.send(1, commands.Queue.Declare(queue="backlog", auto_delete=True))
+        publisher.expect(commands.Queue.DeclareOk)
+        publisher.send(1, commands.Confirm.Select())
+        publisher.expect(commands.Confirm.SelectOk)
+        for _ in range(count):
+            publisher.publish(1, body, routing_key="backlog")
+        acked = 0
+        while acked < count:
+            acked = publisher.expect(commands.Basic.Ack).delivery_tag
+        stuck.handshake()
+        stuck.open_channel(1)
+        stuck.send(1, commands.Basic.Consume(queue="backlog", no_ack=True))  # never read
+        deadline = time.monotonic() + 10
+        consumers = 0
+        while consumers == 0:  # until the stuck consumer is in place
+            assert time.monotonic() < deadline, "the consumer never registered"
+            publisher.send(1, commands.Queue.Declare(queue="backlog", passive=True))
+            declare_ok = publisher.expect(commands.Queue.DeclareOk)
+            ready, consumers = declare_ok.message_count, declare_ok.consumer_count
+        # 1 MiB queued in the broker plus a few MB of socket buffers, at ~1 KB each.
+        assert ready > count - 12_000
