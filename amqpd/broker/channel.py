@@ -127,6 +127,11 @@ class Channel:
         if self._active and not was_active:
             self.dispatch_all()
 
+    def stop_deliveries(self) -> None:
+        """The channel is about to close: hand it nothing more."""
+        self.flow_active = False
+        self._active = False
+
     def dispatch_all(self) -> None:
         """Let every queue this channel consumes from deliver what it can."""
         for queue in {consumer.queue for consumer in self.consumers.values()}:

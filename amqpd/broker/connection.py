@@ -36,7 +36,11 @@ class Connection:
         if self.closed:
             return
         self.closed = True
-        for channel in list(self.channels.values()):
+        channels = list(self.channels.values())
+        # Nothing requeued by one channel may go to another channel of this connection.
+        for channel in channels:
+            channel.stop_deliveries()
+        for channel in channels:
             channel.close()
         self.channels.clear()
         for queue in list(self.exclusive_queues.values()):

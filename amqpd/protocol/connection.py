@@ -24,7 +24,7 @@ from typing import Final
 import attrs
 
 from amqpd.codec.fields import FieldTable
-from amqpd.codec.properties import BASIC_CLASS_ID, CONTENT_HEADER_PREFIX
+from amqpd.codec.properties import BASIC_CLASS_ID
 from amqpd.errors import (
     ChannelError,
     CommandInvalid,
@@ -78,6 +78,9 @@ from amqpd.protocol.methods import decode_method
 from amqpd.protocol.sasl import MECHANISMS, decode_response
 
 _U32: Final = struct.Struct(">I")
+# A header frame's 7-byte frame header and its content header's class, weight, body size.
+_HEADER_FRAME_START: Final = struct.Struct(">BHIHHQ")
+_CONTENT_HEADER_PREFIX_BYTES: Final = 12
 ROUTE_CACHE_ENTRIES_MAX: Final = 1024  # decoded (exchange, routing key) pairs per connection
 _U64: Final = struct.Struct(">Q")
 _BODY_SIZE_OFFSET: Final = 4  # in a content header payload: class_id u16, weight u16
@@ -202,9 +205,12 @@ class ProtocolConnection:
         keep_rest = True  # False once framing is lost: nothing after it can be trusted
         channels = self._channels
         unpack_index = _U32.unpack_from
+        unpack_header = HEADER_STRUCT.unpack_from
+        unpack_content = _HEADER_FRAME_START.unpack_from
+        message_bytes_max = self.limits.message_bytes_max
         try:
             while len(buffer) - position >= FRAME_HEADER_BYTES:
-                frame_type, channel_id, size = HEADER_STRUCT.unpack_from(buffer, position)
+                frame_type, channel_id, size = unpack_header(buffer, position)
                 # RabbitMQ accepts payloads up to frame_max itself (8 bytes more than the
                 # spec allows, which some clients rely on) and names frame_max - 8.
                 if size > self.frame_max:
@@ -245,11 +251,46 @@ class ProtocolConnection:
                         index = unpack_index(buffer, start)[0]
                         if index == PUBLISH_INDEX:
                             publish = self._publish(channel_id, buffer, start, end)
-                            after = self._whole_content(publish, buffer, position)
-                            if after:
-                                position = after
-                                yield publish
-                                continue
+                            # Look ahead: when the content header and a single body frame
+                            # are here too and regular, take all three in one step. Any
+                            # irregularity leaves them to the general path, which reports
+                            # errors exactly as frame by frame.
+                            header_at = position + FRAME_HEADER_BYTES
+                            if len(buffer) >= header_at + _CONTENT_HEADER_PREFIX_BYTES:
+                                kind, number, size, class_id, _, body_size = unpack_content(
+                                    buffer, position
+                                )
+                                header_end = header_at + size
+                                if (
+                                    kind == FRAME_HEADER
+                                    and number == channel_id
+                                    and class_id == BASIC_CLASS_ID
+                                    and _CONTENT_HEADER_MIN_BYTES <= size <= self.frame_max
+                                    and header_end < len(buffer)
+                                    and buffer[header_end] == FRAME_END
+                                    and body_size <= message_bytes_max
+                                ):
+                                    if body_size == 0:
+                                        publish.header = buffer[header_at:header_end]
+                                        position = header_end + 1
+                                        yield publish
+                                        continue
+                                    body_at = header_end + 1 + FRAME_HEADER_BYTES
+                                    if len(buffer) >= body_at:
+                                        kind, number, size = unpack_header(buffer, header_end + 1)
+                                        body_end = body_at + size
+                                        if (
+                                            kind == FRAME_BODY
+                                            and number == channel_id
+                                            and size == body_size
+                                            and body_end < len(buffer)
+                                            and buffer[body_end] == FRAME_END
+                                        ):
+                                            publish.header = buffer[header_at:header_end]
+                                            publish.body = buffer[body_at:body_end]
+                                            position = body_end + 1
+                                            yield publish
+                                            continue
                             channel.publish = publish
                             continue
                         if index == ACK_INDEX and end - start == ACK_PAYLOAD_BYTES:
@@ -325,47 +366,6 @@ class ProtocolConnection:
         if frame_type == FRAME_HEARTBEAT:
             raise UnexpectedFrame(f"type 8, all octets = {erlang_binary(buffer[start:end])}")
         raise _unknown_frame(frame_type, buffer[start:end])
-
-    def _whole_content(self, publish: Publish, buffer: bytes, position: int) -> int:
-        """If the publish's header and one body frame are already in `buffer` at
-        `position`, and well-formed, fill them in and return the position after them;
-        else 0, and the frames go through the general path (which reports any error)."""
-        header_at = position + FRAME_HEADER_BYTES
-        if len(buffer) < header_at:
-            return 0
-        frame_type, channel_id, size = HEADER_STRUCT.unpack_from(buffer, position)
-        header_end: int = header_at + size
-        if (
-            frame_type != FRAME_HEADER
-            or channel_id != publish.channel
-            or size > self.frame_max
-            or size < _CONTENT_HEADER_MIN_BYTES
-            or header_end >= len(buffer)
-            or buffer[header_end] != FRAME_END
-        ):
-            return 0
-        class_id, _, body_size = CONTENT_HEADER_PREFIX.unpack_from(buffer, header_at)
-        if class_id != BASIC_CLASS_ID or body_size > self.limits.message_bytes_max:
-            return 0
-        if body_size == 0:
-            publish.header = buffer[header_at:header_end]
-            return header_end + 1
-        body_at = header_end + 1 + FRAME_HEADER_BYTES
-        if len(buffer) < body_at:
-            return 0
-        frame_type, channel_id, size = HEADER_STRUCT.unpack_from(buffer, header_end + 1)
-        body_end: int = body_at + size
-        if (
-            frame_type != FRAME_BODY
-            or channel_id != publish.channel
-            or size != body_size
-            or body_end >= len(buffer)
-            or buffer[body_end] != FRAME_END
-        ):
-            return 0
-        publish.header = buffer[header_at:header_end]
-        publish.body = buffer[body_at:body_end]
-        return body_end + 1
 
     def _publish(self, channel_id: int, buffer: bytes, start: int, end: int) -> Publish:
         """The publish a method frame starts; its header and body follow."""

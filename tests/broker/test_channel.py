@@ -486,3 +486,21 @@ def test_an_internal_failure_while_routing_nacks_the_publish(
     with pytest.raises(RuntimeError, match="injected fault"):
         publish(channel, "", "q")
     assert (sink.confirms, sink.nacks) == ([1], [2])
+
+
+def test_closing_a_connection_requeues_to_other_connections_only(vhost: VirtualHost) -> None:
+    leaving, staying = Client(vhost, "leaving"), Client(vhost, "staying")
+    first, _ = leaving.channel(1)
+    second, second_sink = leaving.channel(2)
+    other, other_sink = staying.channel(1)
+    declare(first)
+    consume(first, tag="a")
+    fill(first, 2)
+    consume(second, tag="b")
+    consume(other, tag="c")
+    leaving.connection.close()
+    assert not second_sink.deliveries  # the closing connection got nothing back
+    assert [(d.body, d.redelivered) for d in other_sink.deliveries] == [
+        (b"m1", True),
+        (b"m2", True),
+    ]
