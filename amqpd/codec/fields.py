@@ -147,11 +147,7 @@ def decode_value(data: bytes, offset: int, depth: int = 0) -> tuple[FieldValue, 
             (raw,) = codec.unpack_from(data, offset)
             return python_type(raw), offset + codec.size
         if kind == 0x53:  # S
-            (length,) = _U32.unpack_from(data, offset)
-            start = offset + 4
-            end = start + length
-            if end > len(data):
-                raise AMQPSyntaxError("long string runs past the end of its field")
+            start, end = _sized(data, offset, "long string")
             return data[start:end].decode("utf-8", "surrogateescape"), end
         if kind == 0x74:  # t
             return data[offset] != 0, offset + 1
@@ -162,11 +158,7 @@ def decode_value(data: bytes, offset: int, depth: int = 0) -> tuple[FieldValue, 
         if kind == 0x56:  # V
             return None, offset
         if kind == 0x78:  # x
-            (length,) = _U32.unpack_from(data, offset)
-            start = offset + 4
-            end = start + length
-            if end > len(data):
-                raise AMQPSyntaxError("byte array runs past the end of its field")
+            start, end = _sized(data, offset, "byte array")
             return bytes(data[start:end]), end
         if kind == 0x44:  # D
             scale, raw = _DECIMAL.unpack_from(data, offset)
@@ -174,6 +166,19 @@ def decode_value(data: bytes, offset: int, depth: int = 0) -> tuple[FieldValue, 
     except (struct.error, IndexError) as error:
         raise AMQPSyntaxError("field value runs past the end of its table") from error
     raise AMQPSyntaxError(f"unknown field value type {chr(kind)!r}")
+
+
+def _sized(data: bytes, offset: int, what: str) -> tuple[int, int]:
+    """Where the u32-length-prefixed item at `offset` starts and ends (checked)."""
+    try:
+        (length,) = _U32.unpack_from(data, offset)
+    except struct.error as error:
+        raise AMQPSyntaxError(f"{what} length is truncated") from error
+    start = offset + 4
+    end = start + length
+    if end > len(data):
+        raise AMQPSyntaxError(f"{what} runs past the end of its frame")
+    return start, end
 
 
 def _check_depth(depth: int) -> None:
@@ -184,14 +189,7 @@ def _check_depth(depth: int) -> None:
 def decode_table(data: bytes, offset: int, depth: int = 0) -> tuple[FieldTable, int]:
     """Decode the field table (u32 length + entries) at `offset`."""
     _check_depth(depth)
-    try:
-        (length,) = _U32.unpack_from(data, offset)
-    except struct.error as error:
-        raise AMQPSyntaxError("field table length is truncated") from error
-    offset += 4
-    end = offset + length
-    if end > len(data):
-        raise AMQPSyntaxError("field table runs past the end of its frame")
+    offset, end = _sized(data, offset, "field table")
     table: FieldTable = {}
     while offset < end:
         key, offset = _short_string(data, offset)
@@ -205,14 +203,7 @@ def decode_table(data: bytes, offset: int, depth: int = 0) -> tuple[FieldTable, 
 def decode_array(data: bytes, offset: int, depth: int = 0) -> tuple[list[FieldValue], int]:
     """Decode the field array (u32 length + values) at `offset`."""
     _check_depth(depth)
-    try:
-        (length,) = _U32.unpack_from(data, offset)
-    except struct.error as error:
-        raise AMQPSyntaxError("field array length is truncated") from error
-    offset += 4
-    end = offset + length
-    if end > len(data):
-        raise AMQPSyntaxError("field array runs past the end of its frame")
+    offset, end = _sized(data, offset, "field array")
     values: list[FieldValue] = []
     while offset < end:
         value, offset = decode_value(data, offset, depth)

@@ -17,7 +17,7 @@ from amqpd.protocol.frames import (
     FRAME_END_BYTES,
     FRAME_HEADER,
     FRAME_METHOD,
-    HEADER_STRUCT,
+    append_body_frames,
 )
 
 PUBLISH_INDEX: Final = 0x003C0028  # basic.publish (60, 40)
@@ -97,7 +97,6 @@ def append_delivery(
     The common case (a body that fits one frame) costs three struct packs and nine
     appends; larger bodies are re-split to the consumer's frame_max.
     """
-    pack = HEADER_STRUCT.pack
     body_size = len(body)
     out += (
         _DELIVER_PREFIX.pack(
@@ -119,10 +118,7 @@ def append_delivery(
         out.append(FRAME_END_BYTES)
         return
     out.append(FRAME_END_BYTES)
-    view = memoryview(body)
-    for start in range(0, body_size, body_frame_bytes_max):
-        chunk = view[start : start + body_frame_bytes_max]
-        out += (pack(FRAME_BODY, channel, len(chunk)), bytes(chunk), FRAME_END_BYTES)
+    append_body_frames(out, channel, body, body_frame_bytes_max)
 
 
 def append_get_ok(

@@ -57,9 +57,15 @@ def append_content(
             out.append(body)
             out.append(FRAME_END_BYTES)
         return
+    append_body_frames(out, channel, body, body_frame_bytes_max)
+
+
+def append_body_frames(
+    out: list[bytes], channel: int, body: bytes, body_frame_bytes_max: int
+) -> None:
+    """A body larger than one frame, re-split to the peer's limit."""
     view = memoryview(body)
-    for start in range(0, size, body_frame_bytes_max):
+    pack = HEADER_STRUCT.pack
+    for start in range(0, len(body), body_frame_bytes_max):
         chunk = view[start : start + body_frame_bytes_max]
-        out.append(pack(FRAME_BODY, channel, len(chunk)))
-        out.append(bytes(chunk))
-        out.append(FRAME_END_BYTES)
+        out += (pack(FRAME_BODY, channel, len(chunk)), bytes(chunk), FRAME_END_BYTES)
