@@ -129,3 +129,20 @@ def test_python_dash_m_and_version() -> None:
     result = run_amqpd("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("amqpd ")
+
+
+def test_the_example_config_documents_every_default() -> None:
+    """conf/amqpd.yaml lists every key with its default value: loading it changes nothing."""
+    from amqpd.config.load import load
+    from amqpd.config.model import ServerConfig
+
+    import attrs
+
+    from amqpd.config.model import Limits
+
+    example = Path(__file__).resolve().parents[2] / "conf" / "amqpd.yaml"
+    assert load(example) == ServerConfig()
+    text = example.read_text()
+    for model in (ServerConfig, Limits):
+        for field in attrs.fields(model):
+            assert f"{field.name}:" in text, f"{field.name} is not in {example.name}"
