@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pika
 import pika.exceptions
 import pytest
 
 from amqpd.cli import build_parser, make_config
-from amqpd.config.model import DEFAULT_DATA_DIR, Listener
+from amqpd.config.load import load
+from amqpd.config.model import DEFAULT_DATA_DIR, Limits, Listener, ServerConfig
 from tests.support.broker_process import READY, BrokerProcess
 
 
@@ -133,13 +135,6 @@ def test_python_dash_m_and_version() -> None:
 
 def test_the_example_config_documents_every_default() -> None:
     """conf/amqpd.yaml lists every key with its default value: loading it changes nothing."""
-    from amqpd.config.load import load
-    from amqpd.config.model import ServerConfig
-
-    import attrs
-
-    from amqpd.config.model import Limits
-
     example = Path(__file__).resolve().parents[2] / "conf" / "amqpd.yaml"
     assert load(example) == ServerConfig()
     text = example.read_text()
