@@ -1,0 +1,276 @@
+"""Which offsets of a partition are acked: a low-water mark plus sorted ranges above it.
+
+`AckSet` is compact for the way queues are acked (mostly in order, a window of stragglers):
+everything below `acked_below` is acked, and above it the acked offsets are disjoint,
+non-adjacent [start, end) ranges kept in two array('Q') columns (16 bytes per range, no Python
+object per offset). Offsets that never existed (gaps, dropped writes, damage) are acked too,
+so "every offset below next_offset that is not acked is a stored record" always holds, and the
+live count is simply next_offset minus the acked count.
+
+Also the payload codec of the ack journal's records (see record.py for the file format).
+
+Imports the standard library only.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+from amqpd.store.record import OFFSET_LIMIT, RANGE, U64, FormatError
+
+ACK_RANGES: Final = 1
+DELIVERED: Final = 2
+SNAPSHOT: Final = 3
+
+_SNAPSHOT_HEAD: Final = RANGE  # acked_below u64 | delivered_below u64
+
+
+class AckSet:
+    __slots__ = ("_ends", "_range_total", "_starts", "acked_below")
+
+    def __init__(self, acked_below: int = 0) -> None:
+        self.acked_below = acked_below
+        self._starts = array("Q")
+        self._ends = array("Q")
+        self._range_total = 0  # offsets acked in the ranges
+
+    @property
+    def count(self) -> int:
+        """How many offsets are acked (all of [0, acked_below) and the ranges)."""
+        return self.acked_below + self._range_total
+
+    @property
+    def range_count(self) -> int:
+        return len(self._starts)
+
+    def ranges(self) -> Iterator[tuple[int, int]]:
+        """The ranges above acked_below, in order."""
+        return zip(self._starts, self._ends, strict=True)
+
+    def __contains__(self, offset: int) -> bool:
+        if offset < self.acked_below:
+            return True
+        index = bisect_right(self._starts, offset) - 1
+        return index >= 0 and offset < self._ends[index]
+
+    def add(self, offset: int) -> bool:
+        """Ack one offset; True if it was not acked before."""
+        if offset < self.acked_below:
+            return False
+        starts = self._starts
+        if offset == self.acked_below and (not starts or starts[0] > offset + 1):
+            self.acked_below = offset + 1  # the common case: in order, nothing above to merge
+            return True
+        return self.add_range(offset, offset + 1) == 1
+
+    def add_range(self, start: int, end: int) -> int:
+        """Ack [start, end); returns how many of them were not acked before."""
+        start = max(start, self.acked_below)
+        if start >= end:
+            return 0
+        starts, ends = self._starts, self._ends
+        first = bisect_left(ends, start)  # the first range that ends at or after start
+        stop = bisect_right(starts, end)  # ranges from here on start after end
+        if first == stop:  # touches no range: insert
+            starts.insert(first, start)
+            ends.insert(first, end)
+            added = end - start
+        else:
+            merged_start = min(start, starts[first])
+            merged_end = max(end, ends[stop - 1])
+            covered = sum(ends[first:stop]) - sum(starts[first:stop])
+            added = (merged_end - merged_start) - covered
+            if added == 0:
+                return 0
+            starts[first:stop] = array("Q", (merged_start,))
+            ends[first:stop] = array("Q", (merged_end,))
+        self._range_total += added
+        if starts[0] == self.acked_below:  # the water mark rises through the first range
+            self._range_total -= ends[0] - starts[0]
+            self.acked_below = ends[0]
+            del starts[0]
+            del ends[0]
+        return added
+
+    def merge(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Ack many ranges (sorted or not)."""
+        for start, end in ranges:
+            self.add_range(start, end)
+
+    def covers(self, start: int, end: int) -> bool:
+        """True if every offset in [start, end) is acked."""
+        if end <= self.acked_below or start >= end:
+            return True
+        start = max(start, self.acked_below)
+        index = bisect_right(self._starts, start) - 1
+        return index >= 0 and end <= self._ends[index]
+
+    def acked_range_from(self, offset: int) -> tuple[int, int]:
+        """[start, end) of the first acked range above acked_below that ends after `offset`;
+        (OFFSET_LIMIT, OFFSET_LIMIT) if there is none. Offsets from `offset` up to its start
+        are not acked (if >= acked_below): sequential scans test one bound per record."""
+        index = bisect_right(self._ends, offset)
+        if index >= len(self._starts):
+            return OFFSET_LIMIT, OFFSET_LIMIT
+        return int(self._starts[index]), int(self._ends[index])
+
+    def next_unacked(self, offset: int) -> int:
+        """The lowest offset >= `offset` that is not acked."""
+        if offset < self.acked_below:
+            return self.acked_below
+        index = bisect_right(self._starts, offset) - 1
+        if index >= 0 and offset < self._ends[index]:
+            return int(self._ends[index])
+        return offset
+
+    def clipped(self, limit: int) -> tuple[int, list[tuple[int, int]]]:
+        """(acked_below, ranges) restricted to offsets below `limit`."""
+        below = min(self.acked_below, limit)
+        ranges = []
+        for start, end in self.ranges():
+            if start >= limit:
+                break
+            ranges.append((start, min(end, limit)))
+        return below, ranges
+
+    def trim_above(self, limit: int) -> None:
+        """Forget acks at or above `limit` (recovery: offsets past the end never existed)."""
+        if self.acked_below > limit:
+            self.acked_below = limit
+            self._starts = array("Q")
+            self._ends = array("Q")
+            self._range_total = 0
+            return
+        index = bisect_left(self._ends, limit + 1)
+        if index < len(self._starts) and self._starts[index] < limit:
+            self._range_total -= self._ends[index] - limit
+            self._ends[index] = limit
+            index += 1
+        self._range_total -= sum(self._ends[index:]) - sum(self._starts[index:])
+        del self._starts[index:]
+        del self._ends[index:]
+
+    def memory_bytes(self) -> int:
+        return self._starts.buffer_info()[1] * 16
+
+
+class PendingAcks:
+    """Ranges acked in memory but not yet written to the ack journal, in arrival order."""
+
+    __slots__ = ("_ranges",)
+
+    def __init__(self) -> None:
+        self._ranges: list[list[int]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._ranges)
+
+    def add(self, start: int, end: int) -> None:
+        ranges = self._ranges
+        if ranges:
+            last = ranges[-1]
+            if last[1] == start:
+                last[1] = end
+                return
+        ranges.append([start, end])
+
+    def lowest(self) -> int:
+        return min(start for start, _ in self._ranges)
+
+    def take_below(self, limit: int) -> list[tuple[int, int]]:
+        """Remove and return (sorted, merged) the pending acks below `limit`; keep the rest."""
+        ready: list[tuple[int, int]] = []
+        keep: list[list[int]] = []
+        for start, end in self._ranges:
+            if end <= limit:
+                ready.append((start, end))
+            elif start >= limit:
+                keep.append([start, end])
+            else:
+                ready.append((start, limit))
+                keep.append([limit, end])
+        self._ranges = keep
+        return merge_ranges(ready)
+
+    def put_back(self, ranges: list[tuple[int, int]]) -> None:
+        """Return ranges that could not be written (they are written next time)."""
+        self._ranges[:0] = [[start, end] for start, end in ranges]
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return any(s < end and start < e for s, e in self._ranges)
+
+
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, with overlapping and adjacent ranges joined."""
+    if len(ranges) < 2:
+        return ranges
+    ranges.sort()
+    merged = [ranges[0]]
+    for start, end in ranges[1:]:
+        last_start, last_end = merged[-1]
+        if start <= last_end:
+            if end > last_end:
+                merged[-1] = (last_start, end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def encode_ranges(ranges: Iterable[tuple[int, int]]) -> bytes:
+    return b"".join(RANGE.pack(start, end) for start, end in ranges)
+
+
+def decode_ranges(payload: bytes, start_at: int = 0) -> list[tuple[int, int]]:
+    if (len(payload) - start_at) % RANGE.size:
+        raise FormatError(f"ranges payload of {len(payload) - start_at} bytes")
+    ranges = []
+    for position in range(start_at, len(payload), RANGE.size):
+        start, end = RANGE.unpack_from(payload, position)
+        if start >= end:
+            raise FormatError(f"empty ack range [{start}, {end})")
+        ranges.append((int(start), int(end)))
+    return ranges
+
+
+def encode_snapshot(acked_below: int, delivered_below: int, ranges: list[tuple[int, int]]) -> bytes:
+    return _SNAPSHOT_HEAD.pack(acked_below, delivered_below) + encode_ranges(ranges)
+
+
+def encode_delivered(delivered_below: int) -> bytes:
+    return U64.pack(delivered_below)
+
+
+class AckReplay:
+    """The state an ack journal's records describe, rebuilt record by record."""
+
+    def __init__(self) -> None:
+        self.acks = AckSet()
+        self.delivered_below = 0
+        self.highest_offset = 0  # one past the highest offset any record mentions
+
+    def apply(self, kind: int, payload: bytes) -> None:
+        """Apply one record; FormatError if its payload does not fit its kind."""
+        if kind == ACK_RANGES:
+            ranges = decode_ranges(payload)
+            self.acks.merge(ranges)
+            for _, end in ranges:
+                self.highest_offset = max(self.highest_offset, end)
+        elif kind == DELIVERED:
+            if len(payload) != U64.size:
+                raise FormatError(f"DELIVERED payload of {len(payload)} bytes")
+            (delivered,) = U64.unpack(payload)
+            self.delivered_below = max(self.delivered_below, delivered)
+        elif kind == SNAPSHOT:
+            if len(payload) < _SNAPSHOT_HEAD.size:
+                raise FormatError(f"SNAPSHOT payload of {len(payload)} bytes")
+            acked_below, delivered = _SNAPSHOT_HEAD.unpack_from(payload)
+            ranges = decode_ranges(payload, _SNAPSHOT_HEAD.size)
+            self.acks = AckSet(acked_below)
+            self.acks.merge(ranges)
+            self.delivered_below = delivered
+            self.highest_offset = max(self.highest_offset, acked_below, *(end for _, end in ranges))
+        else:
+            raise FormatError(f"unknown ack journal record kind {kind}")
