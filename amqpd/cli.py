@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         pass
-    return EXIT_OK
+    return node.exit_code
 
 
 if __name__ == "__main__":

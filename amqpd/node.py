@@ -1,8 +1,10 @@
-"""The composition root: config -> data dir -> auth -> broker -> listeners; graceful stop.
+"""The composition root: config -> data dir -> store -> auth -> broker -> listeners.
 
-The only module that wires the layers together. `Node.run` binds every listener before
-it reports ready, serves until `request_shutdown`, then sends every client 320
-CONNECTION_FORCED and waits (bounded) for them to leave.
+The only module that wires the layers together. `Node.start` locks the data folder,
+recovers the store (logging how long it took and what it found), rebuilds the durable
+vhost contents and binds every listener; `Node.serve` reports ready, serves until
+`request_shutdown`, then sends every client 320 CONNECTION_FORCED, waits (bounded) for
+them to leave, and writes and fsyncs what is left.
 
 Imports everything below it; nothing imports it but cli.py and tests.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -21,13 +24,22 @@ import anyio.abc
 
 from amqpd.auth.users import Authenticator
 from amqpd.broker.broker import Broker
+from amqpd.broker.definitions import Definition, decode
+from amqpd.broker.memory import MemoryBudget
+from amqpd.broker.ports import MessageLog
+from amqpd.broker.queue import KIND_TRANSIENT
+from amqpd.broker.vhost import BrokerServices
 from amqpd.config.model import ServerConfig
+from amqpd.server.alarms import watch_disk
 from amqpd.server.context import ServerContext
 from amqpd.server.listener import bound_address, open_listeners, serve
+from amqpd.server.storage import StoreDriver, StoreQueueStorage
+from amqpd.store import FsyncPolicy, Store, StoreSettings
 
 log = logging.getLogger("amqpd")
 
 LOCK_FILE_NAME = "amqpd.lock"
+STORE_DIR_NAME = "store"
 
 
 class DataDirInUse(Exception):
@@ -37,15 +49,19 @@ class DataDirInUse(Exception):
 class Node:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.context = ServerContext(
-            broker=Broker(config.vhosts),
-            authenticator=Authenticator(config.users, config.loopback_users),
-            limits=config.limits,
-        )
         self.addresses: list[tuple[str, int]] = []
+        self.exit_code = 0
         self._stop = anyio.Event()
         self._lock_file: IO[str] | None = None
         self._listeners: list[anyio.abc.SocketListener] = []
+        self.store: Store | None = None
+        self._driver: StoreDriver | None = None
+        self._context: ServerContext | None = None
+
+    @property
+    def context(self) -> ServerContext:
+        assert self._context is not None, "the node has not started"
+        return self._context
 
     @property
     def shutdown_requested(self) -> bool:
@@ -54,45 +70,134 @@ class Node:
     def request_shutdown(self) -> None:
         self._stop.set()
 
+    def fail(self, error: BaseException) -> None:
+        """Stop with a non-zero exit: the store can no longer be trusted."""
+        self.exit_code = 1
+        self._stop.set()
+
     def abort_connections(self) -> None:
         """Drop every connection now, without waiting for close-ok."""
         for session in list(self.context.sessions):
             session.abort()
 
     async def start(self) -> None:
-        """Lock the data directory and bind every listener: failing here, nothing runs."""
-        self._lock_data_dir(self.config.data_dir)
+        """Lock the data folder, recover, and bind every listener: failing here, nothing runs."""
+        config = self.config
+        self._lock_data_dir(config.data_dir)
         try:
+            self._context = await self._recover()
             self._listeners = await open_listeners(
-                [(listener.bind, listener.port) for listener in self.config.listeners]
+                [(listener.bind, listener.port) for listener in config.listeners]
             )
         except BaseException:
+            if self.store is not None:
+                self.store.close()
             self._unlock_data_dir()
             raise
         self.addresses = [bound_address(listener) for listener in self._listeners]
 
+    async def _recover(self) -> ServerContext:
+        config = self.config
+        started = time.monotonic()
+        settings = StoreSettings(
+            fsync=FsyncPolicy.parse(config.storage.fsync),
+            segment_bytes_max=config.storage.segment_bytes_max,
+        )
+        root = config.data_dir / STORE_DIR_NAME
+        store = self.store = await anyio.to_thread.run_sync(
+            lambda: Store.open(root, settings, discard_kinds=frozenset({KIND_TRANSIENT}))
+        )
+        limits = config.limits
+        broker = Broker(
+            config.vhosts,
+            BrokerServices(
+                storage=StoreQueueStorage(store),
+                definitions=store.definitions,
+                memory=MemoryBudget(limits.queue_memory_bytes_max, limits.memory_bytes_max),
+            ),
+        )
+        definitions: list[Definition] = []
+        for value in store.definitions.items().values():
+            try:
+                definitions.append(decode(value))
+            except ValueError as error:
+                log.error("definitions journal: an entry could not be read (%s); skipped", error)
+        attached: set[str] = set()
+
+        def recovered_log(key: str) -> MessageLog | None:
+            found = store.logs.get(key)
+            if found is None or not found.durable:
+                return None
+            attached.add(key)
+            return found.partition(0)
+
+        for problem in broker.restore(definitions, recovered_log):
+            log.warning("not restored: %s", problem)
+        for name, stored in list(store.logs.items()):
+            if stored.durable and name not in attached and not _belongs_to_a_queue(broker, name):
+                log.warning("deleting the log of a queue that no longer exists: %r", name)
+                store.delete_log(name)
+        queues = sum(len(vhost.queues) for vhost in broker.vhosts.values())
+        messages = sum(
+            queue.message_count
+            for vhost in broker.vhosts.values()
+            for queue in vhost.queues.values()
+        )
+        log.info(
+            "recovered %d durable queue(s) holding %d message(s) in %.2f s",
+            queues,
+            messages,
+            time.monotonic() - started,
+        )
+        self._driver = StoreDriver(store, broker, self.fail)
+        return ServerContext(
+            broker=broker,
+            authenticator=Authenticator(config.users, config.loopback_users),
+            limits=limits,
+            before_send=self._driver.write_now,
+        )
+
     async def serve(self, on_ready: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
         """Serve until request_shutdown(), then close every connection gracefully."""
         listeners = self._listeners
+        context = self.context
+        driver = self._driver
+        assert driver is not None
+        limits = self.config.limits
         try:
-            async with anyio.create_task_group() as session_tasks:
-                async with anyio.create_task_group() as accepting:
-                    accepting.start_soon(serve, listeners, self.context, session_tasks)
-                    log.info(
-                        "amqpd ready: accepting AMQP 0-9-1 connections on %s (data in %s)",
-                        ", ".join(f"{host}:{port}" for host, port in self.addresses),
-                        self.config.data_dir,
-                    )
-                    if on_ready is not None:
-                        on_ready(self.addresses)
-                    await self._stop.wait()
-                    accepting.cancel_scope.cancel()
-                for listener in listeners:
-                    await listener.aclose()
-                log.info("shutting down: closing %d connection(s)", len(self.context.sessions))
-                await self._close_sessions()
-                session_tasks.cancel_scope.cancel()
+            async with anyio.create_task_group() as services:
+                services.start_soon(driver.run)
+                services.start_soon(
+                    watch_disk,
+                    context.alarms,
+                    self.config.data_dir,
+                    limits.disk_free_bytes_min,
+                    limits.disk_check_interval_s,
+                )
+                async with anyio.create_task_group() as session_tasks:
+                    async with anyio.create_task_group() as accepting:
+                        accepting.start_soon(serve, listeners, context, session_tasks)
+                        log.info(
+                            "amqpd ready: accepting AMQP 0-9-1 connections on %s (data in %s)",
+                            ", ".join(f"{host}:{port}" for host, port in self.addresses),
+                            self.config.data_dir,
+                        )
+                        if on_ready is not None:
+                            on_ready(self.addresses)
+                        await self._stop.wait()
+                        accepting.cancel_scope.cancel()
+                    for listener in listeners:
+                        await listener.aclose()
+                    log.info("shutting down: closing %d connection(s)", len(context.sessions))
+                    await self._close_sessions()
+                    session_tasks.cancel_scope.cancel()
+                if self.exit_code == 0:
+                    with anyio.CancelScope(shield=True):
+                        await driver.close()
+                services.cancel_scope.cancel()
         finally:
+            if self.store is not None:
+                self.store.close()
             self._unlock_data_dir()
         log.info("amqpd stopped")
 
@@ -126,3 +231,9 @@ class Node:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+
+
+def _belongs_to_a_queue(broker: Broker, key: str) -> bool:
+    return any(
+        queue.key == key for vhost in broker.vhosts.values() for queue in vhost.queues.values()
+    )

@@ -12,14 +12,15 @@ Synchronous and pure; imports amqpd.codec, amqpd.errors and broker.* only.
 from __future__ import annotations
 
 import re
+from collections import deque
 from typing import TYPE_CHECKING, Final
 
 from amqpd.broker.arguments import validate_consumer_arguments
 from amqpd.broker.consumer import Consumer
 from amqpd.broker.exchanges import Exchange
 from amqpd.broker.message import Message
-from amqpd.broker.ports import ChannelSink
-from amqpd.broker.queue import Queue, QueueEntry
+from amqpd.broker.ports import ChannelSink, MessageLog
+from amqpd.broker.queue import Durability, Queue, QueueEntry
 from amqpd.broker.vhost import VirtualHost, server_generated_name
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_HEADERS, FLAG_USER_ID
@@ -86,6 +87,10 @@ class Channel:
         self._active = True  # flow_active and writable, checked on every delivery
         self.confirm_mode = False
         self._publish_sequence = 0
+        # Confirms not yet sent, in order: (sequence, what must be durable first). A confirm
+        # goes out only when it and every one before it are safe, so the sink's
+        # "everything up to N" acks never cover a message still waiting for the disk.
+        self._unconfirmed: deque[tuple[int, list[Durability]]] = deque()
         self.tx: Transaction | None = None
         self.last_queue_name = ""
         self.closed = False
@@ -148,6 +153,7 @@ class Channel:
         header: bytes,
         body: bytes,
         encoded_route: bytes | None = None,
+        now_ms: int = 0,
     ) -> None:
         if immediate:
             raise FeatureNotImplemented("immediate=true", 60, 40)
@@ -173,21 +179,11 @@ class Channel:
         if self.tx is not None:
             self.tx.publishes.append((exchange, message, mandatory))
             return
-        self._route(exchange, message, mandatory)
-
-    def _route(self, exchange: Exchange, message: Message, mandatory: bool) -> None:
         confirm = self.confirm_mode
         if confirm:
             self._publish_sequence += 1
         try:
-            queues = self.vhost.route(exchange, message)
-            if queues:
-                if message.flags & FLAG_HEADERS and message.has_bcc():
-                    message = message.without_bcc()
-                for queue in queues:
-                    queue.enqueue(message)
-            elif mandatory:
-                self.sink.returned(NO_ROUTE, "NO_ROUTE", message)
+            waits = self._route(exchange, message, mandatory, now_ms)
         except Exception:
             if confirm:
                 # A bug, not the publisher's fault: it hears basic.nack before the
@@ -195,8 +191,54 @@ class Channel:
                 self.sink.rejected(self._publish_sequence)
             raise
         if confirm:
-            # Everything lives in memory: a message is as safe as it gets once routed.
-            self.sink.confirmed(self._publish_sequence)
+            if waits or self._unconfirmed:
+                self._unconfirmed.append((self._publish_sequence, waits))
+                self.vhost.durability.wait(self)
+            else:
+                self.sink.confirmed(self._publish_sequence)
+
+    def _route(
+        self, exchange: Exchange, message: Message, mandatory: bool, now_ms: int
+    ) -> list[Durability]:
+        """Enqueue on every queue the message reaches; return what must become durable."""
+        waits: list[Durability] = []
+        queues = self.vhost.route(exchange, message)
+        if queues:
+            if message.flags & FLAG_HEADERS and message.has_bcc():
+                message = message.without_bcc()
+            for queue in queues:
+                wait = queue.enqueue(message, now_ms)
+                if wait is not None:
+                    waits.append(wait)
+        elif mandatory:
+            self.sink.returned(NO_ROUTE, "NO_ROUTE", message)
+        return waits
+
+    # ------------------------------------------------------------ durability
+
+    def durability_advanced(self) -> bool:
+        """Send the confirms whose messages (and every earlier one) are now durable."""
+        unconfirmed = self._unconfirmed
+        while unconfirmed:
+            sequence, waits = unconfirmed[0]
+            for log, offset in waits:
+                if offset >= log.durable_offset:
+                    return False
+            unconfirmed.popleft()
+            if not self.closed:
+                self.sink.confirmed(sequence)
+        return True
+
+    def durability_lost(self, log: MessageLog, start: int, end: int) -> None:
+        """Messages whose writes failed are nacked; the rest keep waiting."""
+        kept: deque[tuple[int, list[Durability]]] = deque()
+        for sequence, waits in self._unconfirmed:
+            if any(wait_log is log and start <= offset < end for wait_log, offset in waits):
+                if not self.closed:
+                    self.sink.rejected(sequence)
+            else:
+                kept.append((sequence, waits))
+        self._unconfirmed = kept
 
     # --------------------------------------------------------------- queues
 
@@ -303,6 +345,9 @@ class Channel:
             entry.consumer = consumer
             consumer.unacked += 1
             self._unacked[delivery_tag] = entry
+            if entry.stored:
+                # Before it leaves: a restart must flag this message redelivered.
+                entry.queue.note_delivered(entry)
         self.sink.deliver(consumer, delivery_tag, redelivered, entry.message)
 
     def deliver_fresh(self, consumer: Consumer, message: Message) -> None:
@@ -325,6 +370,7 @@ class Channel:
         entry.delivery_count += 1
         if not no_ack:
             self._unacked[delivery_tag] = entry
+            queue.note_delivered(entry)
         return delivery_tag, redelivered, entry.message, queue.message_count
 
     # ---------------------------------------------------------------- acks
@@ -430,15 +476,18 @@ class Channel:
         if self.tx is None:
             self.tx = Transaction()
 
-    def commit(self) -> None:
+    def commit(self, now_ms: int = 0) -> list[Durability]:
+        """Apply the transaction; return what must be durable before commit-ok."""
         tx = self._transaction(90, 20)
         self.tx = Transaction()
+        waits: list[Durability] = []
         for exchange, message, mandatory in tx.publishes:
-            self._route(exchange, message, mandatory)
+            waits += self._route(exchange, message, mandatory, now_ms)
         for outcome in (_ACK, _DISCARD, _REQUEUE):
             taken = [(tag, entry) for tag, entry, done in tx.settlements if done == outcome]
             if taken:
                 self._apply(taken, outcome)
+        return waits
 
     def rollback(self) -> None:
         tx = self._transaction(90, 30)
@@ -475,3 +524,5 @@ class Channel:
             taken.extend((tag, entry) for tag, entry, _ in self.tx.settlements)
             self.tx = None
         self._apply(taken, _REQUEUE)
+        self._unconfirmed.clear()
+        self.vhost.durability.forget(self)

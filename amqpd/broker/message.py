@@ -9,6 +9,7 @@ Synchronous and pure; imports attrs and amqpd.codec only.
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 import attrs
@@ -18,12 +19,15 @@ from amqpd.codec.properties import (
     FLAG_HEADERS,
     BasicProperties,
     decode_properties,
+    delivery_mode_of,
     encode_content_header,
     property_flags,
 )
 
 _CC_KEY: Final = b"\x02CC"  # shortstr key as it appears inside an encoded header table
 _BCC_KEY: Final = b"\x03BCC"
+_U32: Final = struct.Struct(">I")
+PERSISTENT_DELIVERY_MODE: Final = 2
 
 
 class Message:
@@ -60,6 +64,42 @@ class Message:
     @property
     def body_size(self) -> int:
         return len(self.body)
+
+    @property
+    def persistent(self) -> bool:
+        """delivery_mode 2: the message must survive a restart on a durable queue."""
+        return bool(self.flags) and delivery_mode_of(self.header) == PERSISTENT_DELIVERY_MODE
+
+    @property
+    def memory_bytes(self) -> int:
+        """What holding this message costs, roughly, for the memory bounds."""
+        return len(self.body) + len(self.header) + MESSAGE_OVERHEAD_BYTES
+
+    def stored_form(self) -> bytes:
+        """The message as a log record's payload: route, header length, header, body."""
+        route = self.encoded_route
+        if route is None:
+            route = self.encoded_route = _short(self.exchange) + _short(self.routing_key)
+        header = self.header
+        return b"".join((route, _U32.pack(len(header)), header, self.body))
+
+    @classmethod
+    def from_stored(cls, payload: bytes) -> Message:
+        """The message a log record holds (the inverse of stored_form)."""
+        exchange_length = payload[0]
+        routing_key_at = 1 + exchange_length
+        header_length_at = routing_key_at + 1 + payload[routing_key_at]
+        (header_length,) = _U32.unpack_from(payload, header_length_at)
+        header_at = header_length_at + 4
+        body_at = header_at + header_length
+        route = payload[:header_length_at]
+        return cls(
+            route[1:routing_key_at].decode("utf-8", "surrogateescape"),
+            route[routing_key_at + 1 :].decode("utf-8", "surrogateescape"),
+            payload[header_at:body_at],
+            payload[body_at:],
+            route,
+        )
 
     @property
     def properties(self) -> BasicProperties:
@@ -99,6 +139,15 @@ class Message:
         )
         copy._properties = rewritten
         return copy
+
+
+# Bytes a queued message costs beyond its header and body (objects, slots, list entries).
+MESSAGE_OVERHEAD_BYTES: Final = 256
+
+
+def _short(value: str) -> bytes:
+    raw = value.encode("utf-8", "surrogateescape")
+    return bytes((len(raw),)) + raw
 
 
 def _string_list(value: FieldValue) -> list[str]:

@@ -1,13 +1,14 @@
-"""The ports the broker calls out through; the server implements them.
+"""The ports the broker calls out through; the server and the store implement them.
 
-The broker decides what happens and when; a port only carries the outcome to the wire.
-Calls are synchronous and must not re-enter the broker.
+The broker decides what happens and when; a port only carries the outcome to the wire or
+to disk. Calls are synchronous and must not re-enter the broker.
 
 Imports broker.* for types only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class ChannelSink(Protocol):
         ...
 
     def confirmed(self, sequence: int) -> None:
-        """Publisher confirm: message `sequence` is safe (basic.ack, batched by the sink)."""
+        """Publisher confirm: every message up to `sequence` is safe (basic.ack)."""
         ...
 
     def rejected(self, sequence: int) -> None:
@@ -43,3 +44,67 @@ class ChannelSink(Protocol):
     def consumer_cancelled(self, consumer_tag: str) -> None:
         """The broker ended a consumer (its queue was deleted): basic.cancel if supported."""
         ...
+
+
+class StoredRecord(Protocol):
+    """One record read back from a log."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def kind(self) -> int: ...
+    @property
+    def timestamp_ms(self) -> int: ...
+    @property
+    def payload(self) -> bytes: ...
+
+
+class MessageLog(Protocol):
+    """One partition of an append-only log of opaque records (amqpd.store.Partition).
+
+    Offsets only grow; an offset never appended (a gap) counts as acked. A record is durable
+    once its offset is below `durable_offset`.
+    """
+
+    @property
+    def next_offset(self) -> int: ...
+    @property
+    def durable_offset(self) -> int: ...
+    @property
+    def delivered_below(self) -> int: ...
+    @property
+    def acked_below(self) -> int: ...
+    @property
+    def live_count(self) -> int: ...
+
+    def append(
+        self, kind: int, timestamp_ms: int, payload: bytes, offset: int | None = None
+    ) -> int: ...
+
+    def read(
+        self, offset: int, max_records: int = 256, max_bytes: int | None = None
+    ) -> Sequence[StoredRecord]:
+        """Live records with offset >= `offset`, in order."""
+        ...
+
+    def ack(self, offset: int) -> None: ...
+    def ack_range(self, start: int, end: int) -> None: ...
+    def is_acked(self, offset: int) -> bool: ...
+    def note_delivered(self, offset: int) -> None: ...
+
+
+class QueueStorage(Protocol):
+    """Where queues keep their logs: one per durable queue, one per paged transient queue."""
+
+    def create_log(self, key: str, *, durable: bool) -> MessageLog: ...
+    def delete_log(self, key: str) -> None: ...
+
+
+class DefinitionLog(Protocol):
+    """The durable definitions journal: exchanges, queues and bindings by key."""
+
+    @property
+    def durable_ticket(self) -> int: ...
+
+    def put(self, key: bytes, value: bytes) -> int: ...
+    def delete(self, key: bytes) -> int: ...

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final
+
+import attrs
 
 from amqpd.broker.arguments import (
     EXCHANGE_ARGUMENTS,
@@ -25,9 +27,19 @@ from amqpd.broker.arguments import (
     validate_queue_arguments,
 )
 from amqpd.broker.binding import Binding, Destination
+from amqpd.broker.definitions import (
+    BindingDefinition,
+    Definition,
+    ExchangeDefinition,
+    QueueDefinition,
+)
+from amqpd.broker.definitions import encode as encode_definition
+from amqpd.broker.durability import DurabilityWatch
 from amqpd.broker.exchanges import EXCHANGE_TYPES, DirectExchange, Exchange
+from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.message import Message
-from amqpd.broker.queue import Queue
+from amqpd.broker.ports import DefinitionLog, MessageLog, QueueStorage
+from amqpd.broker.queue import Queue, queue_key
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import FLAG_HEADERS
 from amqpd.errors import (
@@ -41,6 +53,7 @@ from amqpd.errors import (
 DEFAULT_EXCHANGE: Final = ""
 RESERVED_PREFIX: Final = "amq."
 NAME_BYTES_MAX: Final = 255
+_RESTORE_ORDER: Final = {ExchangeDefinition: 0, QueueDefinition: 1, BindingDefinition: 2}
 STANDARD_EXCHANGES: Final = (
     ("amq.direct", "direct"),
     ("amq.fanout", "fanout"),
@@ -55,15 +68,41 @@ def server_generated_name(prefix: str) -> str:
     return prefix + base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
 
 
+def _durable_binding(source: Exchange, destination: Destination) -> bool:
+    """RabbitMQ keeps a binding across restarts when both of its ends are durable."""
+    return source.durable and bool(getattr(destination, "durable", False))
+
+
 def default_exchange_refused() -> AccessRefused:
     return AccessRefused("operation not permitted on the default exchange")
 
 
+@attrs.define
+class BrokerServices:
+    """What every vhost of a broker shares: where queues keep their logs, the definitions
+    journal, the memory budget, and the registry of who waits for durability."""
+
+    storage: QueueStorage | None = None
+    definitions: DefinitionLog | None = None
+    memory: MemoryBudget = attrs.field(factory=lambda: MemoryBudget(1 << 62, 1 << 62))
+    durability: DurabilityWatch = attrs.field(factory=DurabilityWatch)
+    # The last ticket the definitions journal gave out: a reply to a method that changed a
+    # durable definition waits until the journal's durable_ticket reaches it.
+    definitions_ticket: int = 0
+
+    def definitions_durable(self, ticket: int) -> bool:
+        journal = self.definitions
+        return journal is None or journal.durable_ticket >= ticket
+
+
 class VirtualHost:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, services: BrokerServices | None = None) -> None:
         self.name = name
+        self.services = services or BrokerServices()
+        self.durability = self.services.durability
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        self._restoring = False  # replaying stored definitions: nothing to write back
         # Only the default exchange's name and type matter; routing to it is by queue name.
         self.default_exchange = DirectExchange(DEFAULT_EXCHANGE, name, durable=True)
         self.exchanges[DEFAULT_EXCHANGE] = self.default_exchange
@@ -116,6 +155,17 @@ class VirtualHost:
                 f"exchange name '{name}' contains reserved prefix '{RESERVED_PREFIX}*'"
             )
         validate_exchange_arguments(arguments, name, self.name)
+        return self._add_exchange(cls, name, durable, auto_delete, internal, arguments)
+
+    def _add_exchange(
+        self,
+        cls: type[Exchange],
+        name: str,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Exchange:
         exchange = cls(
             name,
             self.name,
@@ -125,6 +175,12 @@ class VirtualHost:
             arguments=arguments,
         )
         self.exchanges[name] = exchange
+        if durable:
+            self._persist(
+                ExchangeDefinition(
+                    self.name, name, cls.type_name, durable, auto_delete, internal, arguments
+                )
+            )
         return exchange
 
     def _check_exchange_equivalence(
@@ -172,8 +228,11 @@ class VirtualHost:
 
     def _remove_exchange(self, exchange: Exchange) -> None:
         del self.exchanges[exchange.name]
-        exchange.bindings.clear()
+        for binding in list(exchange.bindings.values()):
+            self._drop_binding(exchange, binding)
         self._remove_bindings_to(exchange)
+        if exchange.durable:
+            self._forget(ExchangeDefinition(self.name, exchange.name, "", True, False, False, {}))
 
     # --------------------------------------------------------------- queues
 
@@ -226,16 +285,39 @@ class VirtualHost:
             self._check_queue_equivalence(existing, durable, auto_delete, arguments)
             return existing
         validate_queue_arguments(arguments, name, self.name)
+        # Exclusive queues never outlive their connection, so never a restart either.
+        return self._add_queue(
+            name, durable and not exclusive, exclusive, owner, auto_delete, arguments
+        )
+
+    def _add_queue(
+        self,
+        name: str,
+        durable: bool,
+        exclusive: bool,
+        owner: object,
+        auto_delete: bool,
+        arguments: FieldTable,
+        log: MessageLog | None = None,
+    ) -> Queue:
+        services = self.services
+        if durable and log is None and services.storage is not None:
+            log = services.storage.create_log(queue_key(self.name, name), durable=True)
         queue = Queue(
             name,
             self.name,
-            durable=durable and not exclusive,  # exclusive queues never outlive a restart
+            durable=durable,
             exclusive_owner=owner if exclusive else None,
             auto_delete=auto_delete,
             arguments=arguments,
+            memory=services.memory,
+            storage=services.storage,
+            log=log,
         )
         queue.on_unused = self._delete_unused
         self.queues[name] = queue
+        if durable:
+            self._persist(QueueDefinition(self.name, name, auto_delete, arguments))
         return queue
 
     def _check_queue_equivalence(
@@ -270,6 +352,9 @@ class VirtualHost:
             consumer.channel.cancel_by_broker(consumer)
         queue.purge()
         self._remove_bindings_to(queue)
+        queue.close_storage()
+        if queue.durable:
+            self._forget(QueueDefinition(self.name, queue.name, False, {}))
         return message_count
 
     def _delete_unused(self, queue: Queue) -> None:
@@ -287,16 +372,17 @@ class VirtualHost:
     ) -> None:
         source = self._binding_source(source_name)
         source.validate_binding(routing_key, arguments)
-        source.add_binding(Binding(source.name, destination, routing_key, arguments))
+        binding = Binding(source.name, destination, routing_key, arguments)
+        if source.add_binding(binding) and _durable_binding(source, destination):
+            self._persist(self._binding_definition(binding))
 
     def unbind(
         self, source_name: str, destination: Destination, routing_key: str, arguments: FieldTable
     ) -> None:
         source = self._binding_source(source_name)
-        removed = source.remove_binding(
-            Binding(source.name, destination, routing_key, arguments).key
-        )
-        if removed is not None:
+        binding = source.bindings.get(Binding(source.name, destination, routing_key, arguments).key)
+        if binding is not None:
+            self._drop_binding(source, binding)
             self._after_binding_removed(source)
 
     def bind_exchange(
@@ -321,9 +407,102 @@ class VirtualHost:
         for source in list(self.exchanges.values()):
             bindings = source.bindings_to(destination)
             for binding in bindings:
-                source.remove_binding(binding.key)
+                self._drop_binding(source, binding)
             if bindings:
                 self._after_binding_removed(source)
+
+    def _drop_binding(self, source: Exchange, binding: Binding) -> None:
+        source.remove_binding(binding.key)
+        if _durable_binding(source, binding.destination):
+            self._forget(self._binding_definition(binding))
+
+    def _binding_definition(self, binding: Binding) -> BindingDefinition:
+        return BindingDefinition(
+            self.name,
+            binding.source,
+            binding.destination.kind,
+            binding.destination.name,
+            binding.routing_key,
+            binding.arguments,
+        )
+
+    # ---------------------------------------------------------- persistence
+
+    def _persist(self, definition: Definition) -> None:
+        journal = self.services.definitions
+        if journal is not None and not self._restoring:
+            self.services.definitions_ticket = journal.put(
+                definition.key, encode_definition(definition)
+            )
+
+    def _forget(self, definition: Definition) -> None:
+        journal = self.services.definitions
+        if journal is not None:
+            self.services.definitions_ticket = journal.delete(definition.key)
+
+    def restore(
+        self, definitions: Iterable[Definition], recovered_log: Callable[[str], MessageLog | None]
+    ) -> list[str]:
+        """Rebuild durable exchanges, queues (with their recovered logs) and bindings.
+
+        Returns a description of every definition that could not be restored.
+        """
+        skipped: list[str] = []
+        ordered = sorted(definitions, key=lambda d: _RESTORE_ORDER[type(d)])
+        self._restoring = True
+        try:
+            for definition in ordered:
+                problem = self._restore_one(definition, recovered_log)
+                if problem:
+                    skipped.append(problem)
+        finally:
+            self._restoring = False
+        return skipped
+
+    def _restore_one(
+        self, definition: Definition, recovered_log: Callable[[str], MessageLog | None]
+    ) -> str | None:
+        if isinstance(definition, ExchangeDefinition):
+            cls = EXCHANGE_TYPES.get(definition.type_name)
+            if cls is None:
+                return f"exchange '{definition.name}': unknown type '{definition.type_name}'"
+            if definition.name not in self.exchanges:
+                self._add_exchange(
+                    cls,
+                    definition.name,
+                    True,
+                    definition.auto_delete,
+                    definition.internal,
+                    definition.arguments,
+                )
+            return None
+        if isinstance(definition, QueueDefinition):
+            log = recovered_log(queue_key(self.name, definition.name))
+            self._add_queue(
+                definition.name,
+                True,
+                False,
+                None,
+                definition.auto_delete,
+                definition.arguments,
+                log,
+            )
+            return None
+        source = self.exchanges.get(definition.source)
+        destination: Destination | None = (
+            self.queues.get(definition.destination)
+            if definition.destination_kind == "queue"
+            else self.exchanges.get(definition.destination)
+        )
+        if source is None or destination is None:
+            return (
+                f"binding from '{definition.source}' to {definition.destination_kind} "
+                f"'{definition.destination}': one end no longer exists"
+            )
+        source.add_binding(
+            Binding(source.name, destination, definition.routing_key, definition.arguments)
+        )
+        return None
 
     def bindings(self) -> Iterator[Binding]:
         for exchange in self.exchanges.values():

@@ -46,6 +46,7 @@ FLAG_CLUSTER_ID: Final = 0x0004
 _FLAG_CONTINUATION: Final = 0x0001
 
 _U16: Final = struct.Struct(">H")
+_U32: Final = struct.Struct(">I")
 _U64: Final = struct.Struct(">Q")
 
 
@@ -105,6 +106,25 @@ def _properties_offset(header: bytes) -> int:
         offset += 2
         if not flags & _FLAG_CONTINUATION:
             return offset
+
+
+def delivery_mode_of(header: bytes) -> int | None:
+    """The delivery_mode property, found by skipping the three properties before it (no
+    decoding): the test every message takes on its way to a durable queue."""
+    flags = property_flags(header)
+    if not flags & FLAG_DELIVERY_MODE:
+        return None
+    try:
+        offset = _properties_offset(header)
+        if flags & FLAG_CONTENT_TYPE:
+            offset += 1 + header[offset]
+        if flags & FLAG_CONTENT_ENCODING:
+            offset += 1 + header[offset]
+        if flags & FLAG_HEADERS:
+            offset += 4 + int(_U32.unpack_from(header, offset)[0])
+        return header[offset]
+    except (struct.error, IndexError) as error:
+        raise AMQPSyntaxError("content header properties are truncated") from error
 
 
 def decode_properties(header: bytes) -> BasicProperties:

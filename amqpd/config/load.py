@@ -33,11 +33,18 @@ def _strict(kind: type) -> Any:
     return structure
 
 
+def _str_or_int(value: object, _: object) -> str | int:
+    if type(value) not in (str, int):
+        raise TypeError(f"expected a string or an integer, got {type(value).__name__} {value!r}")
+    return value  # type: ignore[return-value]
+
+
 def _converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     for kind in (int, float, str, bool):
         converter.register_structure_hook(kind, _strict(kind))
     converter.register_structure_hook(Path, lambda value, _: Path(_strict(str)(value, str)))
+    converter.register_structure_hook(str | int, _str_or_int)
     return converter
 
 

@@ -57,6 +57,37 @@ class Limits:
     outbound_bytes_max: int = attrs.field(default=4_194_304, validator=v.ge(65_536))
     # How long a graceful shutdown waits for clients to answer connection.close.
     shutdown_timeout_s: float = attrs.field(default=5.0, validator=v.gt(0))
+    # Bytes of ready messages one queue keeps in memory; the rest wait in its log.
+    queue_memory_bytes_max: int = attrs.field(default=16 * 1024 * 1024, validator=v.ge(0))
+    # Bytes of ready messages all queues together keep in memory.
+    memory_bytes_max: int = attrs.field(default=512 * 1024 * 1024, validator=v.ge(0))
+    # Below this much free space where the data lives, publishers are blocked
+    # (connection.blocked, reading paused) until space returns (RabbitMQ: disk_free_limit).
+    disk_free_bytes_min: int = attrs.field(default=50_000_000, validator=v.ge(0))
+    # How often free disk space is checked.
+    disk_check_interval_s: float = attrs.field(default=1.0, validator=v.gt(0))
+
+
+def _fsync_policy(_: object, attribute: attrs.Attribute[str | int], value: str | int) -> None:
+    if value in ("always", "never") or (type(value) is int and value > 0):
+        return
+    raise ValueError(
+        f"'{attribute.name}' must be always, never or a number of milliseconds: {value!r}"
+    )
+
+
+@attrs.frozen
+class Storage:
+    """How the store writes: the fsync policy and the size of segment files."""
+
+    # always: every publisher confirm and commit-ok waits for an fsync (one fsync serves
+    # everything written in the same moment: group commit). A number of milliseconds:
+    # fsync at that interval (confirms wait for it). never: leave it to the OS (confirms
+    # once written; a power cut can lose recent messages, a crash of amqpd cannot).
+    fsync: str | int = attrs.field(default="always", validator=_fsync_policy)  # type: ignore[arg-type]
+    segment_bytes_max: int = attrs.field(
+        default=64 * 1024 * 1024, validator=[v.ge(65_536), v.le(1 << 40)]
+    )
 
 
 @attrs.frozen
@@ -78,6 +109,7 @@ class ServerConfig:
     listeners: tuple[Listener, ...] = (Listener(),)
     data_dir: Path = DEFAULT_DATA_DIR
     limits: Limits = Limits()
+    storage: Storage = Storage()
     vhosts: tuple[str, ...] = ("/",)
     users: tuple[User, ...] = attrs.field(factory=_default_users)
     # Users who may log in only from a loopback address, as RabbitMQ's loopback_users.

@@ -11,12 +11,14 @@ Synchronous (no await); imports amqpd.broker, amqpd.protocol and amqpd.errors.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from amqpd.broker.channel import Channel
 from amqpd.broker.consumer import Consumer
 from amqpd.broker.message import Message
+from amqpd.broker.ports import MessageLog
 from amqpd.broker.vhost import default_exchange_refused
 from amqpd.errors import CommandInvalid, NotFound
 from amqpd.protocol import spec
@@ -51,8 +53,13 @@ class ChannelHandler:
         self.proto: ProtocolConnection = session.proto
         assert session.broker_connection is not None
         self.channel = Channel(number, session.broker_connection, self)
+        self._now_ms = 0
+        self._pending_reply: spec.Method | None = None
         self._confirm_through = 0  # highest publish sequence confirmed, not yet sent
         self._confirm_sent = 0  # highest publish sequence acked to the client
+        # Replies that wait for the disk (commit-ok, declare-ok of a durable entity), and
+        # every reply after them, in order: (ready when this holds, reply).
+        self._held: deque[tuple[Callable[[], bool] | None, spec.Method]] = deque()
 
     # ------------------------------------------------------- ChannelSink
 
@@ -121,19 +128,69 @@ class ChannelHandler:
 
     # ---------------------------------------------------------- dispatch
 
-    def handle(self, method: spec.Method) -> None:
+    def handle(self, method: spec.Method, now_ms: int) -> None:
         handler = _DISPATCH.get(type(method))
         if handler is None:
             # RabbitMQ's answer to methods only a server sends (flow-ok, declare-ok, ...).
             raise CommandInvalid("unimplemented method", method.CLASS_ID, method.METHOD_ID)
+        self._now_ms = now_ms
+        services = self.channel.vhost.services
+        ticket = services.definitions_ticket
         handler(self, method)
+        if services.definitions_ticket != ticket and self._pending_reply is not None:
+            # A durable definition changed: its reply waits for the journal's fsync.
+            after = services.definitions_ticket
+            self._reply_when(lambda: services.definitions_durable(after), self._pending_reply)
+        elif self._pending_reply is not None:
+            self._reply_now(self._pending_reply)
+        self._pending_reply = None
 
     def close(self) -> None:
         self._confirm_through = 0
+        self._held.clear()
+        self.channel.vhost.durability.forget(self)
         self.channel.close()
 
     def _reply(self, method: spec.Method) -> None:
-        self.proto.send_method(self.number, method)
+        """The reply to the method being handled; sent once handle() knows it may go."""
+        self._pending_reply = method
+
+    def _flush_reply(self) -> None:
+        if self._pending_reply is not None:
+            self._reply_now(self._pending_reply)
+            self._pending_reply = None
+
+    def _reply_now(self, method: spec.Method) -> None:
+        if self._held:
+            self._held.append((None, method))
+        else:
+            self.proto.send_method(self.number, method)
+
+    def _reply_when(self, ready: Callable[[], bool], method: spec.Method) -> None:
+        if not self._held and ready():
+            self.proto.send_method(self.number, method)
+            return
+        self._held.append((ready, method))
+        self.channel.vhost.durability.wait(self)
+
+    # ---------------------------------------------------- DurabilityWaiter
+
+    def durability_advanced(self) -> bool:
+        held = self._held
+        while held:
+            ready, method = held[0]
+            if ready is not None and not ready():
+                return False
+            held.popleft()
+            if self.proto.is_channel_open(self.number):
+                self.proto.send_method(self.number, method)
+                self.session.queued_output(_DELIVERY_OVERHEAD_BYTES)
+        return True
+
+    def durability_lost(self, log: MessageLog, start: int, end: int) -> None:
+        """A reply waiting on lost writes can never be true: fail the connection."""
+        if self._held:
+            self.session.storage_failed_for(self)
 
     # channel ------------------------------------------------------------
 
@@ -255,6 +312,7 @@ class ChannelHandler:
         )
         if not method.nowait:
             self._reply(spec.BasicConsumeOk(consumer_tag=consumer.tag))
+            self._flush_reply()  # consume-ok goes before the first delivery
         channel.start(consumer)
 
     def _basic_cancel(self, method: spec.BasicCancel) -> None:
@@ -307,8 +365,15 @@ class ChannelHandler:
         self._reply(spec.TxSelectOk())
 
     def _tx_commit(self, method: spec.TxCommit) -> None:
-        self.channel.commit()
-        self._reply(spec.TxCommitOk())
+        waits = self.channel.commit(self._now_ms)
+        if waits:
+            # tx.commit-ok means every persistent message of the transaction is on disk.
+            self._reply_when(
+                lambda: all(offset < log.durable_offset for log, offset in waits),
+                spec.TxCommitOk(),
+            )
+        else:
+            self._reply(spec.TxCommitOk())
 
     def _tx_rollback(self, method: spec.TxRollback) -> None:
         self.channel.rollback()

@@ -13,6 +13,7 @@ Imports anyio, amqpd.protocol, amqpd.broker, amqpd.errors and server.*.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -30,6 +31,7 @@ from amqpd.errors import (
     NotAllowed,
     reply_text,
 )
+from amqpd.protocol import spec
 from amqpd.protocol.connection import SILENT_ERROR_PHASES, Phase, ProtocolConnection
 from amqpd.protocol.events import (
     Ack,
@@ -88,6 +90,8 @@ class ClientSession:
         self._last_sent = now
         self._closing_since: float | None = None
         self._stop_reading = False
+        self._published = False  # publishers are the ones a resource alarm blocks
+        self._reading_paused = False  # blocked by an alarm: silence is not a dead peer
         self._linger_s = 0.0  # wait before closing the socket (silent handshake errors)
         self._wake = anyio.Event()
         self._write_scheduled = False
@@ -141,7 +145,11 @@ class ClientSession:
 
     async def _read_loop(self) -> None:
         receive = self.stream.receive
+        alarms = self.context.alarms
         while not self._stop_reading:
+            if alarms.blocking and self._published:
+                await self._wait_while_blocked()
+                continue
             try:
                 data = await receive(RECEIVE_BYTES_MAX)
             except _CONNECTION_RESET:
@@ -150,6 +158,25 @@ class ClientSession:
                 return
             self._last_received = anyio.current_time()
             self._on_data(data)
+
+    async def _wait_while_blocked(self) -> None:
+        """Stop reading a publisher during a resource alarm (TCP pushes back on it)."""
+        alarms = self.context.alarms
+        notify = self.proto.has_capability("connection.blocked") and self.proto.phase is Phase.OPEN
+        if notify:
+            self.proto.send_method(0, spec.ConnectionBlocked(reason=alarms.reason))
+            self._schedule_write()
+        log.info("connection %s: blocked (%s)", self.label, alarms.reason)
+        self._reading_paused = True
+        try:
+            await alarms.wait_cleared()
+        finally:
+            self._reading_paused = False
+            self._last_received = anyio.current_time()
+        if notify and self.proto.phase is Phase.OPEN:
+            self.proto.send_method(0, spec.ConnectionUnblocked())
+            self._schedule_write()
+        log.info("connection %s: unblocked", self.label)
 
     async def _finish_output(self) -> None:
         self._finishing = True
@@ -165,6 +192,8 @@ class ClientSession:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 self._write_scheduled = False
+                self._flush_confirms()  # confirms released by the disk, not by a read
+                self.context.before_send()
                 data = proto.data_to_send()
                 self._queued_bytes = 0
                 if self._output_blocked:
@@ -201,7 +230,7 @@ class ClientSession:
                     self.abort()
                 continue
             heartbeat_s = self.proto.heartbeat_s
-            if not heartbeat_s:
+            if not heartbeat_s or self._reading_paused:
                 continue
             if now - self._last_received > 2 * heartbeat_s:
                 log.warning(
@@ -234,7 +263,9 @@ class ClientSession:
                 handler.channel.set_writable(False)
 
     def confirms_pending(self, handler: ChannelHandler) -> None:
+        """A channel has confirms to send; they go out with the next write (batched)."""
         self._confirming.append(handler)
+        self._schedule_write()
 
     def _flush_confirms(self) -> None:
         confirming = self._confirming
@@ -247,12 +278,14 @@ class ClientSession:
 
     def _on_data(self, data: bytes) -> None:
         handlers = self.handlers
+        now_ms = time.time_ns() // 1_000_000  # one wall clock reading per read
         try:
             for event in self.proto.receive_data(data):
                 kind = type(event)
                 try:
                     if kind is Publish:
                         assert isinstance(event, Publish)
+                        self._published = True
                         handlers[event.channel].channel.publish(
                             event.exchange,
                             event.routing_key,
@@ -261,12 +294,13 @@ class ClientSession:
                             event.header,
                             event.body,
                             event.route,
+                            now_ms,
                         )
                     elif kind is Ack:
                         assert isinstance(event, Ack)
                         handlers[event.channel].channel.ack(event.delivery_tag, event.multiple)
                     else:
-                        self._handle(event)
+                        self._handle(event, now_ms)
                 except ChannelException as error:
                     _fill_method_ids(error, event)
                     self._fail_channel(_channel_of(event), error)
@@ -282,7 +316,7 @@ class ClientSession:
         self._flush_confirms()
         self._schedule_write()
 
-    def _handle(self, event: Event) -> None:
+    def _handle(self, event: Event, now_ms: int) -> None:
         if isinstance(event, MethodReceived):
             if event.channel == 0:
                 raise FeatureNotImplemented(
@@ -290,7 +324,7 @@ class ClientSession:
                     event.method.CLASS_ID,
                     event.method.METHOD_ID,
                 )
-            self.handlers[event.channel].handle(event.method)
+            self.handlers[event.channel].handle(event.method, now_ms)
         elif isinstance(event, ChannelOpened):
             connection = self.broker_connection
             assert connection is not None
@@ -379,6 +413,11 @@ class ClientSession:
         self.proto.close_channel(
             channel, error.reply_code, error.reply_text, error.class_id, error.method_id
         )
+
+    def storage_failed_for(self, handler: ChannelHandler) -> None:
+        """A reply held for the disk can never be sent: the writes it needed failed."""
+        self._fail_connection(InternalError("could not write to disk, see the broker log"))
+        self._schedule_write()
 
     def _internal_error(self, event: Event | None) -> None:
         """A bug: log it with its traceback and close this connection only, with 541."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -20,6 +21,7 @@ from amqpd.broker.broker import Broker
 from amqpd.codec.fields import FieldTable
 from amqpd.config.model import Limits
 from amqpd.protocol.connection import Limits as ProtocolLimits
+from amqpd.server.alarms import Alarms
 
 if TYPE_CHECKING:
     from amqpd.server.client import ClientSession
@@ -48,6 +50,10 @@ def server_properties() -> FieldTable:
     }
 
 
+def _nothing_to_write() -> None:
+    """Without a store there is nothing to write before sending."""
+
+
 @attrs.define
 class ServerContext:
     broker: Broker
@@ -55,6 +61,9 @@ class ServerContext:
     limits: Limits
     server_properties: FieldTable = attrs.field(factory=server_properties)
     sessions: set[ClientSession] = attrs.field(factory=set)
+    alarms: Alarms = attrs.field(factory=Alarms)
+    # Called before a connection sends: the store writes what it holds (delivered marks).
+    before_send: Callable[[], None] = _nothing_to_write
     _sessions_ended: anyio.Event | None = None
 
     def session_ended(self, session: ClientSession) -> None:

@@ -479,7 +479,7 @@ def test_an_internal_failure_while_routing_nacks_the_publish(
     channel.select_confirms()
     publish(channel, "", "q")
 
-    def broken_enqueue(self: object, message: object) -> None:
+    def broken_enqueue(self: object, message: object, now_ms: int) -> None:
         raise RuntimeError("injected fault")
 
     monkeypatch.setattr(type(vhost.queues["q"]), "enqueue", broken_enqueue)

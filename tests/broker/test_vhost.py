@@ -239,7 +239,7 @@ def test_a_shared_queue_cannot_be_redeclared_exclusive(vhost: VirtualHost) -> No
 
 def test_queue_delete_preconditions(vhost: VirtualHost) -> None:
     queue = vhost.declare_queue("q", owner=OWNER)
-    queue.enqueue(message("q"))
+    queue.enqueue(message("q"), 0)
     with pytest.raises(PreconditionFailed, match="queue 'q' in vhost '/' not empty"):
         vhost.delete_queue(queue, if_empty=True)
     assert vhost.delete_queue(queue) == 1

@@ -62,7 +62,7 @@ def test_a_confirmed_publish_hit_by_a_bug_is_nacked_before_the_541(
             client.publish(1, b"fine", routing_key="victim")
             assert client.expect(commands.Basic.Ack).delivery_tag == 1
 
-            def broken_enqueue(self: Queue, message: object) -> None:
+            def broken_enqueue(self: Queue, message: object, now_ms: int) -> None:
                 raise RuntimeError("injected fault")
 
             monkeypatch.setattr(Queue, "enqueue", broken_enqueue)

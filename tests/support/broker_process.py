@@ -105,6 +105,20 @@ class BrokerProcess:
         finally:
             self._release_pipe()
 
+    def restart(self, how: int = 15) -> int | None:  # 15: SIGTERM (the method `signal` shadows it)
+        """Stop (SIGTERM: gracefully, exit code returned; SIGKILL: a crash) and start again."""
+        exit_code = None
+        if how == 9:  # SIGKILL
+            self.kill()
+        else:
+            self.signal(how)
+            exit_code = self.stop()
+        with self._changed:
+            self.lines.clear()
+        self._stopping = False
+        self.start()
+        return exit_code
+
     def kill(self) -> None:
         if self.process is None:
             return
