@@ -34,7 +34,7 @@ from amqpd.server.alarms import watch_disk
 from amqpd.server.context import ServerContext
 from amqpd.server.listener import bound_address, open_listeners, serve
 from amqpd.server.storage import StoreDriver, StoreQueueStorage
-from amqpd.store import FsyncPolicy, Store, StoreSettings
+from amqpd.store import FileSystem, FsyncPolicy, Store, StoreSettings
 
 log = logging.getLogger("amqpd")
 
@@ -47,8 +47,9 @@ class DataDirInUse(Exception):
 
 
 class Node:
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, fs: FileSystem | None = None) -> None:
         self.config = config
+        self._fs = fs  # the store's file-system seam (tests inject faults through it)
         self.addresses: list[tuple[str, int]] = []
         self.exit_code = 0
         self._stop = anyio.Event()
@@ -105,7 +106,7 @@ class Node:
         )
         root = config.data_dir / STORE_DIR_NAME
         store = self.store = await anyio.to_thread.run_sync(
-            lambda: Store.open(root, settings, discard_kinds=frozenset({KIND_TRANSIENT}))
+            lambda: Store.open(root, settings, self._fs, discard_kinds=frozenset({KIND_TRANSIENT}))
         )
         limits = config.limits
         broker = Broker(

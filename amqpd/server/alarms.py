@@ -54,9 +54,13 @@ class Alarms:
         await self._cleared.wait()
 
 
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
 async def watch_disk(alarms: Alarms, path: Path, limit_bytes: int, interval_s: float) -> None:
     """Check free space where the data lives, for ever."""
     while True:
-        free = await anyio.to_thread.run_sync(lambda: shutil.disk_usage(path).free)
+        free = await anyio.to_thread.run_sync(free_bytes, path)
         alarms.set_disk(free < limit_bytes, free, limit_bytes)
         await anyio.sleep(interval_s)

@@ -41,6 +41,7 @@ class StoreDriver:
         self._on_fatal = on_fatal
         self._dirty = anyio.Event()
         self._written = anyio.Event()
+        self._syncing = anyio.Lock()
         store.on_dirty = self._mark_dirty
 
     def _mark_dirty(self) -> None:
@@ -85,6 +86,13 @@ class StoreDriver:
 
     async def sync_now(self) -> None:
         """fsync everything written so far (in a worker thread) and release the waiters."""
+        # Shielded: a batch begun must be ended, or a stop cancelling the syncer mid-fsync
+        # would leave it in flight and the final sync could not start.
+        async with self._syncing:
+            with anyio.CancelScope(shield=True):
+                await self._sync_batch()
+
+    async def _sync_batch(self) -> None:
         store = self.store
         batch = store.begin_sync()
         if batch is None:

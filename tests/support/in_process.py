@@ -7,17 +7,27 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio.from_thread
 
 from amqpd.config.model import Listener, ServerConfig
 from amqpd.node import Node
+from amqpd.store import FileSystem
 
 
 @contextmanager
-def running_node(data_dir: Path, config: ServerConfig | None = None) -> Iterator[Node]:
-    config = config or ServerConfig(listeners=(Listener("127.0.0.1", 0),), data_dir=data_dir)
-    node = Node(config)
+def running_node(
+    data_dir: Path,
+    config: ServerConfig | None = None,
+    fs: FileSystem | None = None,
+    **settings: Any,
+) -> Iterator[Node]:
+    """A node in this process; `settings` replace ServerConfig fields (limits=...)."""
+    config = config or ServerConfig(
+        listeners=(Listener("127.0.0.1", 0),), data_dir=data_dir, **settings
+    )
+    node = Node(config, fs)
     ready = threading.Event()
     with anyio.from_thread.start_blocking_portal() as portal:
         future = portal.start_task_soon(node.run, lambda _addresses: ready.set())
