@@ -10,9 +10,12 @@ amqpd from this checkout. Steps:
   1. fill: one producer, persistent 100-byte messages, confirms (1000 outstanding);
   2. the broker's RSS and peak RSS with the backlog in place;
   3. restart (SIGTERM, start again): time to the ready line, recovery as logged;
-  4. drain the deep queue for --drain-s seconds: consumed msg/s and RSS meanwhile;
+  4. drain the deep queue for --drain-s seconds: the median per-second consume rate, and
+     RSS meanwhile;
   5. a shallow reference: a fresh broker that keeps --shallow-messages in memory,
-     drained the same way.
+     drained the same way (rates only from the seconds in which the queue was not empty);
+  6. a shallow queue in flow: one producer and one consumer together for 10 s, persistent
+     messages with confirms, the queue near empty throughout.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -33,9 +37,13 @@ from tests.support.broker_process import BrokerProcess  # noqa: E402
 QUEUE = "backlog"
 
 
-def perf(binary: Path, url: str, *args: str) -> dict[str, str]:
+def perf(binary: Path, url: str, *args: str, progress: bool = False) -> dict[str, str]:
+    """Run amqp-perf; its summary line as a dict. With progress, also "con_steady": the
+    median per-second consume rate, leaving out the first second (connecting) and the
+    last ones (the queue ran dry), so a short drain is measured while it is busy."""
+    reporting = ["-i", "1"] if progress else ["-i", "0", "--quiet"]
     result = subprocess.run(
-        [str(binary), "-h", url, "-u", QUEUE, "-s", "100", "-i", "0", "--quiet", *args],
+        [str(binary), "-h", url, "-u", QUEUE, "-s", "100", *reporting, *args],
         capture_output=True,
         text=True,
         check=False,
@@ -45,6 +53,14 @@ def perf(binary: Path, url: str, *args: str) -> dict[str, str]:
     if result.returncode not in (0,) or values.get("errors", "0") != "0":
         print(result.stdout[-2000:], result.stderr[-2000:], file=sys.stderr)
         raise SystemExit(f"amqp-perf failed ({result.returncode})")
+    if progress:
+        rates = [float(m) for m in re.findall(r"con\s+(\d+) msg/s", result.stderr)]
+        while rates and rates[-1] == 0:
+            rates.pop()
+        busy = rates[1:-1]  # the last non-zero second is the one the queue ran dry in
+        if not busy:
+            raise SystemExit("the drain was too short to measure: use more messages")
+        values["con_steady"] = str(statistics.median(busy))
     return values
 
 
@@ -69,7 +85,7 @@ def drain(binary: Path, broker: BrokerProcess, seconds: float) -> dict[str, str]
         binary,
         broker.url,
         "-y", "1", "--con-only", "-z", str(seconds), "-q", "1000", "-A", "100",
-        "--drain-timeout", "1",
+        "--drain-timeout", "1", progress=True,
     )  # fmt: skip
 
 
@@ -77,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--perf", type=Path, required=True, help="the amqp-perf binary")
     parser.add_argument("--messages", type=int, default=10_000_000)
-    parser.add_argument("--shallow-messages", type=int, default=2_000_000)
+    parser.add_argument("--shallow-messages", type=int, default=1_000_000)
     parser.add_argument("--drain-s", type=float, default=20)
     parser.add_argument("--work", type=Path, default=Path("/tmp/amqpd-backlog"))
     args = parser.parse_args()
@@ -116,7 +132,8 @@ def main() -> None:
     drained = drain(args.perf, deep, args.drain_s)
     rss, peak = rss_mb(deep.process.pid)
     print(
-        f"deep drain: {float(drained['con_rate']):,.0f} msg/s over {args.drain_s:.0f} s; "
+        f"deep drain: {float(drained['con_steady']):,.0f} msg/s "
+        f"(median second of {args.drain_s:.0f} s); "
         f"RSS {rss:.0f} MB, peak {peak:.0f} MB"
     )
     deep.stop()
@@ -130,11 +147,25 @@ def main() -> None:
     fill(args.perf, shallow, args.shallow_messages)
     shallow_drained = drain(args.perf, shallow, min(args.drain_s, 10))
     shallow.stop()
-    deep_rate = float(drained["con_rate"])
-    shallow_rate = float(shallow_drained["con_rate"])
+    deep_rate = float(drained["con_steady"])
+    shallow_rate = float(shallow_drained["con_steady"])
     print(
         f"shallow drain (all in memory): {shallow_rate:,.0f} msg/s; "
         f"deep/shallow = {deep_rate / shallow_rate:.2f}"
+    )
+
+    flowing = BrokerProcess(args.work / "flowing", ["--config", str(config)]).start()
+    flow = perf(
+        args.perf,
+        flowing.url,
+        "-x", "1", "-y", "1", "-z", "10", "-c", "1000", "-q", "1000", "-A", "100",
+        "-f", "persistent", "--declare", "--durable", progress=True,
+    )  # fmt: skip
+    flowing.stop()
+    flow_rate = float(flow["con_steady"])
+    print(
+        f"shallow queue in flow (publishing and consuming together): {flow_rate:,.0f} msg/s; "
+        f"deep/flow = {deep_rate / flow_rate:.2f}"
     )
 
 

@@ -235,12 +235,16 @@ class Queue(Destination):
         delivered_below = self.delivered_below
         cache = self._cache
         added = 0
+        message: Message | None = None
+        from_stored = Message.from_stored
         for record in records:
-            entry = QueueEntry(record.offset, Message.from_stored(record.payload), self, True)
-            if record.offset < delivered_below:
+            offset = record.offset
+            message = from_stored(record.payload, message)
+            entry = QueueEntry(offset, message, self, True)
+            if offset < delivered_below:
                 entry.delivery_count = 1  # delivered before a restart: redelivered now
             cache.append(entry)
-            added += entry.message.memory_bytes
+            added += message.memory_bytes
         # Read-ahead is bounded by READ_AHEAD_RECORDS, not by the budget, which it only
         # reports to: consumers need the next batch whatever else is held.
         self._cache_bytes += added

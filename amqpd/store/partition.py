@@ -352,6 +352,7 @@ class Partition:
             max(READ_CHUNK_BYTES_MIN, min(budget, average * max_records) + RECORD_HEADER_BYTES),
         )
         low = start  # the cursor left behind serves reads from any offset in [low, after + 1]
+        new_record = tuple.__new__  # Record(...) runs a Python-level __new__: twice the cost
         acked_start, acked_end = acks.acked_range_from(start)  # the next acked range ahead
         while True:
             skip_to = -1
@@ -370,7 +371,9 @@ class Partition:
                             skip_to = acked_end
                             break
                         continue
-                records.append(Record(record_offset, kind, timestamp_ms, bytes(payload)))
+                records.append(
+                    new_record(Record, (record_offset, kind, timestamp_ms, bytes(payload)))
+                )
                 total += len(payload)
                 if len(records) >= max_records or total >= budget:
                     self._set_cursor(segment, index, position, after, after + 1)
