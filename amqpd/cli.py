@@ -12,6 +12,7 @@ usage, 78 bad config (EX_CONFIG).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -86,6 +87,11 @@ async def _serve(node: Node) -> None:
         tasks.cancel_scope.cancel()
 
 
+# Every message allocates a handful of short-lived objects; collecting the youngest
+# generation every 700 allocations (the default) cost 5-10% of a deep queue's drain rate.
+GC_YOUNG_OBJECTS_MAX = 10_000
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -102,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     node = Node(config)
+    gc.set_threshold(GC_YOUNG_OBJECTS_MAX, *gc.get_threshold()[1:])
     try:
         anyio.run(_serve, node, backend_options={"use_uvloop": _use_uvloop()})
     except DataDirInUse as error:

@@ -1,12 +1,16 @@
-"""Group commit: hand what the broker appended to the OS once per moment, fsync it in a
-worker thread as the policy says, and tell the broker what became durable.
+"""Group commit: hand what the broker appended to the OS once per moment, fsync it off
+the event loop as the policy says, and tell the broker what became durable.
 
-Two tasks. The writer wakes when the store has unwritten data and writes all of it; it
-never waits for anything else, so it runs before any connection's write pump woken
-later in the same loop iteration. The syncer fsyncs what has been written (always: as
-soon as there is something; <ms>: on that interval; never: not at all) off the event
-loop, then releases the confirms and replies waiting for it. Everything written while
-an fsync runs shares the next one.
+The writer task wakes when the store has unwritten data and writes all of it; it never
+waits for anything else, so it runs before any connection's write pump woken later in
+the same loop iteration. Under policy always, each write begins a sync batch unless
+SYNC_BATCHES_IN_FLIGHT_MAX are in flight (then what was written waits for the next one,
+begun as soon as one ends: everything written meanwhile shares one fsync); under <ms> a
+timer begins them; under never they end at once, without fsync. Dedicated threads
+fsync the batches and post each outcome to the event loop, where outcomes apply in the
+order the batches began and release the confirms and replies waiting for them. (Own
+threads rather than anyio's worker pool, posting rather than waiting for the loop: each
+hand-off of the GIL costs, and this keeps them to two per batch.)
 
 Sessions also call `write_now` before sending: a delivery's "delivered" mark is then
 always in the OS before the delivery leaves, so after a crash the message comes back
@@ -16,20 +20,29 @@ If an fsync fails, nothing written since the last good one can be trusted (the p
 cache may have dropped it): the waiting publishers are nacked and the node is stopped,
 so that a restart recovers from what the disk really holds.
 
-Imports anyio, amqpd.broker and amqpd.store.
+Imports anyio, asyncio (the event loop the fsync threads post to), amqpd.broker and
+amqpd.store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable
+from queue import SimpleQueue
 
 import anyio
 
 from amqpd.broker.broker import Broker
-from amqpd.store import Partition, Store, WriteFailed
+from amqpd.store import Partition, Store, StoreBroken, SyncBatch, WriteFailed
 
 log = logging.getLogger("amqpd.store")
+
+# Batches fsyncing at once: the next starts while one runs, so a publisher's confirm waits
+# for one fsync, not for the rest of another first.
+SYNC_BATCHES_IN_FLIGHT_MAX = 2
 
 
 class StoreDriver:
@@ -40,8 +53,14 @@ class StoreDriver:
         self.broker = broker
         self._on_fatal = on_fatal
         self._dirty = anyio.Event()
-        self._written = anyio.Event()
-        self._syncing = anyio.Lock()
+        self._mode = store.settings.fsync.mode
+        self._written = anyio.Event()  # policy "never": something was written
+        self._in_flight: deque[SyncBatch] = deque()  # oldest first
+        self._outcomes: dict[int, OSError | None] = {}  # by id(batch), from the threads
+        self._settled = anyio.Event()  # set when a batch in flight ends
+        self._requests: SimpleQueue[SyncBatch | None] = SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failed = False
         store.on_dirty = self._mark_dirty
 
     def _mark_dirty(self) -> None:
@@ -61,12 +80,31 @@ class StoreDriver:
                     failure.__cause__ or failure,
                 )
                 self.broker.storage_lost(partition, start, end)
-        self._written.set()
+        if self._mode == "always":
+            if self._loop is not None:
+                self._start_sync()  # only hands the batch to the fsync thread
+        else:
+            self._written.set()
 
     async def run(self) -> None:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self._write_loop)
-            tasks.start_soon(self._sync_loop)
+        self._loop = asyncio.get_running_loop()
+        for number in range(SYNC_BATCHES_IN_FLIGHT_MAX):
+            threading.Thread(
+                target=self._sync_thread,
+                args=(self._loop,),
+                name=f"amqpd-fsync-{number}",
+                daemon=True,
+            ).start()
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._write_loop)
+                if self._mode == "interval":
+                    tasks.start_soon(self._sync_timer)
+                elif self._mode == "never":
+                    tasks.start_soon(self._release_loop)
+        finally:
+            for _ in range(SYNC_BATCHES_IN_FLIGHT_MAX):
+                self._requests.put(None)
 
     async def _write_loop(self) -> None:
         while True:
@@ -74,46 +112,96 @@ class StoreDriver:
             self._dirty = anyio.Event()
             self.write_now()
 
-    async def _sync_loop(self) -> None:
-        policy = self.store.settings.fsync
+    async def _sync_timer(self) -> None:
+        interval_s = self.store.settings.fsync.interval_ms / 1000
         while True:
-            if policy.mode == "interval":
-                await anyio.sleep(policy.interval_ms / 1000)
-            else:
-                await self._written.wait()
-                self._written = anyio.Event()
-            await self.sync_now()
+            await anyio.sleep(interval_s)
+            self._start_sync()
 
-    async def sync_now(self) -> None:
-        """fsync everything written so far (in a worker thread) and release the waiters."""
-        # Shielded: a batch begun must be ended, or a stop cancelling the syncer mid-fsync
-        # would leave it in flight and the final sync could not start.
-        async with self._syncing:
-            with anyio.CancelScope(shield=True):
-                await self._sync_batch()
+    async def _release_loop(self) -> None:
+        """Policy "never": what is written counts as durable at once, but is released
+        from this task, never from inside write_now (which runs in the middle of sends)."""
+        while True:
+            await self._written.wait()
+            self._written = anyio.Event()
+            self._start_sync()
 
-    async def _sync_batch(self) -> None:
-        store = self.store
-        batch = store.begin_sync()
+    def _start_sync(self) -> None:
+        """Begin a batch of what has been written, unless SYNC_BATCHES_IN_FLIGHT_MAX are
+        in flight: the end of one starts the next, so what is written meanwhile shares it."""
+        if len(self._in_flight) >= SYNC_BATCHES_IN_FLIGHT_MAX or self._failed:
+            return
+        try:
+            batch = self.store.begin_sync()
+        except StoreBroken as broken:
+            self._failed = True
+            log.critical("%s; stopping so that a restart recovers", broken)
+            self._on_fatal(broken)
+            return
         if batch is None:
             return
-        if store.settings.fsync.mode != "never":
+        self._in_flight.append(batch)
+        if batch.fsync:
+            self._requests.put(batch)
+        else:
+            self._synced(batch, None)
+
+    def _sync_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        """fsync batch after batch; each outcome goes back to the event loop."""
+        while (batch := self._requests.get()) is not None:
             try:
-                await anyio.to_thread.run_sync(store.sync_files, batch)
+                self.store.sync_files(batch)
             except OSError as error:
-                result = store.end_sync(batch, error)
-                log.critical("fsync failed: %s; stopping so that a restart recovers", error)
-                for partition, (start, end) in result.lost.items():
-                    self.broker.storage_lost(partition, start, end)
-                self._on_fatal(error)
-                return
-        store.end_sync(batch)
-        self.broker.durability_advanced()
+                outcome: OSError | None = error
+            else:
+                outcome = None
+            # Post the outcome and go straight back to waiting: waiting for the loop to run
+            # it would cost two more hand-offs of the GIL per batch.
+            try:
+                loop.call_soon_threadsafe(self._synced, batch, outcome)
+            except RuntimeError:
+                return  # the event loop is closed
+
+    def _synced(self, batch: SyncBatch, error: OSError | None) -> None:
+        """On the event loop: a batch's fsync is over. Outcomes apply in the order the
+        batches began (a later fsync may finish first)."""
+        self._outcomes[id(batch)] = error
+        in_flight = self._in_flight
+        while in_flight and id(in_flight[0]) in self._outcomes:
+            oldest = in_flight.popleft()
+            self._end(oldest, self._outcomes.pop(id(oldest)))
+        self._settled.set()
+        self._settled = anyio.Event()
+        if self._mode == "always":
+            self._start_sync()
+
+    def _end(self, batch: SyncBatch, error: OSError | None) -> None:
+        store = self.store
+        result = store.end_sync(batch, error)
+        if result.lost:
+            if not self._failed:
+                self._failed = True
+                log.critical(
+                    "fsync failed: %s; stopping so that a restart recovers", error or store.broken
+                )
+                self._on_fatal(error or OSError("the store is broken"))
+            for partition, (start, end) in result.lost.items():
+                self.broker.storage_lost(partition, start, end)
+            return
+        if store.broken is None:
+            self.broker.durability_advanced()
 
     async def close(self) -> None:
-        """Write and fsync what is left (a graceful stop)."""
+        """Write and fsync what is left (a graceful stop, while run() still runs)."""
         self.write_now()
-        await self.sync_now()
+        while True:
+            while self._in_flight:
+                await self._settled.wait()
+            if self._failed:
+                return
+            self._start_sync()
+            if not self._in_flight:
+                return
 
 
 class StoreQueueStorage:

@@ -11,9 +11,10 @@ caller (an anyio shell) drives it.
   records are named, journal records are kept and retried by the next write_pending.
 - Group commit: `begin_sync` (caller's thread) captures what has been written; `sync_files`
   (a worker thread) fsyncs it; `end_sync` (caller's thread) raises durable offsets and the
-  definitions' durable ticket, which may make acks writable (dirty again). One batch is in
-  flight at a time. Ack journal compactions ride in a batch (written and fsynced by
-  sync_files), so write_pending never fsyncs.
+  definitions' durable ticket, which may make acks writable (dirty again). Batches may
+  overlap (sync_files on several threads) but end in the order they began; once one has
+  failed, the ones behind it fail too. Ack journal compactions ride in a batch (written
+  and fsynced by sync_files; one per partition at a time), so write_pending never fsyncs.
 - A new segment of a durable log gets bytes only once the one before it is durable (see
   partition.py); `sync_wanted` says a segment is waiting, for callers syncing on a timer.
 - After a failed fsync nothing written since the last good one can be trusted (fsyncgate):
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -136,7 +138,7 @@ class Store:
         self._unsynced_dirs: dict[Path, None] = {}
         self._written_any = False
         self._holding_back = False
-        self._batch: SyncBatch | None = None
+        self._batches: deque[SyncBatch] = deque()  # in flight, oldest first
         self.definitions: DefinitionsJournal
 
     # -- opening and recovery -----------------------------------------------------------------
@@ -431,21 +433,26 @@ class Store:
             raise WriteFailed(lost, first_error)
 
     def begin_sync(self) -> SyncBatch | None:
-        """Capture what has been written since the last batch; None if nothing has."""
+        """Capture what has been written since the last batch; None if nothing has.
+
+        Batches may overlap (one fsyncing while the next begins); they end in the order
+        they began.
+        """
         if self.broken is not None:
             raise StoreBroken(f"the store is broken: {self.broken}") from self.broken
-        if self._batch is not None:
-            raise RuntimeError("a sync batch is in flight; end it first")
-        if not self._written_any and not self._compactions:
+        waiting = {p: None for p in self._compactions if p.compacting}  # one at a time
+        if not self._written_any and len(waiting) == len(self._compactions):
             return None
         self._written_any = False
         self._holding_back = False
         compactions = []
         for partition in self._compactions:
+            if partition in waiting:
+                continue
             found = partition._begin_compaction()
             if found is not None:
                 compactions.append(Compaction(partition, *found))
-        self._compactions = {}
+        self._compactions = waiting
         handles = list(self._unsynced)
         for handle in handles:
             handle.sync_holds += 1
@@ -464,7 +471,7 @@ class Store:
         self._unsynced = {}
         self._unsynced_dirs = {}
         self._written_partitions = {}
-        self._batch = batch
+        self._batches.append(batch)
         return batch
 
     def sync_files(self, batch: SyncBatch) -> None:
@@ -504,9 +511,11 @@ class Store:
 
     def end_sync(self, batch: SyncBatch, error: BaseException | None = None) -> SyncResult:
         """Caller's thread: apply a batch's outcome (`error`: what sync_files raised)."""
-        if batch is not self._batch:
-            raise RuntimeError("this sync batch is not the one in flight")
-        self._batch = None
+        if not self._batches or batch is not self._batches[0]:
+            raise RuntimeError("this sync batch is not the oldest in flight")
+        self._batches.popleft()
+        if error is None and self.broken is not None:
+            error = self.broken  # an earlier batch failed: this one proves nothing
         for handle in batch.handles:
             handle.sync_holds -= 1
             if handle.close_when_released and not handle.sync_holds:

@@ -115,3 +115,38 @@ def test_a_full_disk_nacks_what_it_could_not_write_and_loses_nothing_confirmed(
                 _, body = client.receive()
                 bodies.append(body.value)
             assert bodies == [b"safe", b"later"]
+
+
+def test_a_failed_fsync_nacks_what_waited_for_it_and_stops_the_node(tmp_path: Path) -> None:
+    fs = FaultyFileSystem(random.Random(4))
+    with running_node(tmp_path, fs=fs) as node:
+        host, port = node.addresses[0]
+        with RawClient(host, port) as client:
+            client.handshake()
+            client.open_channel(1)
+            client.send(1, commands.Queue.Declare(queue="eio", durable=True))
+            client.expect(commands.Queue.DeclareOk)
+            client.send(1, commands.Confirm.Select())
+            client.expect(commands.Confirm.SelectOk)
+            client.publish(1, b"safe", routing_key="eio", properties=PERSISTENT)
+            assert client.expect(commands.Basic.Ack).delivery_tag == 1
+
+            fs.fail_fsync(match=segments_only)
+            client.publish(1, b"doomed", routing_key="eio", properties=PERSISTENT)
+            assert client.expect(commands.Basic.Nack).delivery_tag == 2
+            # Nothing written since the last good fsync can be trusted: the node stops,
+            # so that a restart recovers from what the disk really holds.
+            close = client.expect(commands.Connection.Close)
+            assert close.reply_code == 320
+        wait_until(lambda: node.exit_code == 1)
+    with running_node(tmp_path) as node:
+        host, port = node.addresses[0]
+        with RawClient(host, port) as client:
+            client.handshake()
+            client.open_channel(1)
+            client.send(1, commands.Basic.Get(queue="eio", no_ack=True))
+            _, reply = client.receive()
+            assert isinstance(reply, commands.Basic.GetOk)
+            client.receive()  # content header
+            _, body = client.receive()
+            assert body.value == b"safe"

@@ -26,8 +26,7 @@ def test_begin_sync_has_nothing_to_do_until_something_is_written(tmp_path: Path)
     batch = store.begin_sync()
     assert batch is not None
     assert batch.offsets == {partition: 1}
-    with pytest.raises(RuntimeError, match="in flight"):
-        store.begin_sync()
+    assert store.begin_sync() is None  # nothing new since that batch began
     store.sync_files(batch)
     result = store.end_sync(batch)
     assert result.advanced == [partition]
@@ -191,8 +190,85 @@ def test_end_sync_refuses_a_foreign_batch(tmp_path: Path) -> None:
     batch = store.begin_sync()
     assert batch is not None
     store.end_sync(batch)
-    with pytest.raises(RuntimeError, match="not the one in flight"):
+    with pytest.raises(RuntimeError, match="not the oldest in flight"):
         store.end_sync(batch)
+
+
+def test_overlapping_batches_end_in_the_order_they_began(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    partition = store.create_log("q", durable=True).partition()
+    store.sync_now()
+    partition.append(1, 0, b"first")
+    store.write_pending()
+    first = store.begin_sync()
+    partition.append(1, 0, b"second")
+    store.write_pending()
+    second = store.begin_sync()
+    assert first is not None and second is not None
+    assert (first.offsets, second.offsets) == ({partition: 1}, {partition: 2})
+    store.sync_files(second)  # the later fsync may finish first ...
+    with pytest.raises(RuntimeError, match="not the oldest in flight"):
+        store.end_sync(second)  # ... but it is applied only after the earlier one
+    store.sync_files(first)
+    store.end_sync(first)
+    assert partition.durable_offset == 1
+    store.end_sync(second)
+    assert partition.durable_offset == 2
+
+
+def test_after_a_failed_batch_the_ones_behind_it_prove_nothing(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    partition = store.create_log("q", durable=True).partition()
+    store.sync_now()
+    partition.append(1, 0, b"first")
+    store.write_pending()
+    first = store.begin_sync()
+    partition.append(1, 0, b"second")
+    store.write_pending()
+    second = store.begin_sync()
+    assert first is not None and second is not None
+    assert store.end_sync(first, OSError("fsync failed")).lost == {partition: (0, 1)}
+    store.sync_files(second)  # this fsync succeeded, yet the page cache may have lost data
+    result = store.end_sync(second)
+    assert result.lost == {partition: (0, 2)}
+    assert partition.durable_offset == 0
+
+
+def test_a_compaction_in_flight_is_not_begun_again_by_the_next_batch(tmp_path: Path) -> None:
+    settings = StoreSettings(ack_journal_bytes_max=256, segment_bytes_max=1 << 20)
+    store = open_store(tmp_path, settings)
+    partition = store.create_log("q", durable=True).partition()
+    for index in range(100):
+        partition.append(1, index, b"c")
+    flush(store)
+    for offset in range(0, 100, 2):
+        partition.ack(offset)
+        store.write_pending()
+        batch = store.begin_sync()
+        if batch is not None and batch.compactions:
+            break
+        if batch is not None:
+            store.sync_files(batch)
+            store.end_sync(batch)
+    else:
+        pytest.fail("the ack journal never asked to be compacted")
+    compacting = batch
+    partition.append(1, 100, b"d")
+    store._compaction_wanted(partition)  # asked again while the first one runs
+    store.write_pending()
+    overlapping = store.begin_sync()
+    assert overlapping is not None and not overlapping.compactions
+    for each in (compacting, overlapping):
+        store.sync_files(each)
+        store.end_sync(each)
+    later = store.begin_sync()
+    assert later is not None and [c.partition for c in later.compactions] == [partition]
+    store.sync_files(later)
+    store.end_sync(later)
+    store.close()
+    reopened = open_store(tmp_path, settings).logs["q"].partition()
+    acked = set(range(0, offset + 1, 2))
+    assert [r.offset for r in read_all(reopened)] == [o for o in range(101) if o not in acked]
 
 
 def test_a_new_segment_waits_for_the_one_before_it_to_be_durable(tmp_path: Path) -> None:
