@@ -32,7 +32,7 @@ PERSISTENT_DELIVERY_MODE: Final = 2
 
 
 class Message:
-    """Immutable in meaning; `header` changes only when the broker rewrites properties."""
+    """Immutable: rewriting properties (BCC) makes a new Message."""
 
     __slots__ = (
         "_properties",
@@ -41,6 +41,7 @@ class Message:
         "exchange",
         "flags",
         "header",
+        "memory_bytes",
         "routing_key",
     )
 
@@ -62,6 +63,8 @@ class Message:
         # Exchange and routing key as the wire carries them (two shortstrs), shared by
         # every delivery of this message; opaque to the broker, set by whoever has it.
         self.encoded_route = encoded_route
+        # What holding it costs, roughly, for the memory bounds (asked twice per message).
+        self.memory_bytes: int = len(body) + len(header) + MESSAGE_OVERHEAD_BYTES
 
     @property
     def body_size(self) -> int:
@@ -71,11 +74,6 @@ class Message:
     def persistent(self) -> bool:
         """delivery_mode 2: the message must survive a restart on a durable queue."""
         return bool(self.flags) and delivery_mode_of(self.header) == PERSISTENT_DELIVERY_MODE
-
-    @property
-    def memory_bytes(self) -> int:
-        """What holding this message costs, roughly, for the memory bounds."""
-        return len(self.body) + len(self.header) + MESSAGE_OVERHEAD_BYTES
 
     def stored_form(self) -> bytes:
         """The message as a log record's payload: route, header length, header, body."""

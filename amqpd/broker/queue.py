@@ -201,7 +201,13 @@ class Queue(Destination):
             return (log, offset) if entry.stored and log is not None else None
         self._ready_count += 1
         size = message.memory_bytes
-        if in_order and self._memory.admit(self._cache_bytes, size):
+        memory = self._memory
+        if (
+            in_order
+            and self._cache_bytes + size <= memory.queue_bytes_max
+            and memory.total_bytes + size <= memory.total_bytes_max
+        ):  # the MemoryBudget rule
+            memory.total_bytes += size
             entry = QueueEntry(offset, message, self)
             if persistent and log is not None:
                 log.append(KIND_PERSISTENT, now_ms, message.stored_form(), offset)
@@ -265,7 +271,7 @@ class Queue(Destination):
             entry = cache.popleft()
             size = entry.message.memory_bytes
             self._cache_bytes -= size
-            self._memory.release(size)
+            self._memory.total_bytes -= size
         else:
             return None
         self._ready_count -= 1

@@ -68,6 +68,8 @@ class StoreDriver:
 
     def write_now(self) -> None:
         """Hand every buffered append, ack and mark to the OS (no fsync)."""
+        if not self.store.dirty:
+            return  # the common case before a send: nothing new since the last write
         try:
             self.store.write_pending()
         except WriteFailed as failure:

@@ -440,6 +440,8 @@ class Store:
         """
         if self.broken is not None:
             raise StoreBroken(f"the store is broken: {self.broken}") from self.broken
+        if not self._written_any and not self._compactions:
+            return None
         waiting = {p: None for p in self._compactions if p.compacting}  # one at a time
         if not self._written_any and len(waiting) == len(self._compactions):
             return None
