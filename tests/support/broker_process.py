@@ -105,8 +105,9 @@ class BrokerProcess:
         finally:
             self._release_pipe()
 
-    def restart(self, how: int = 15) -> int | None:  # 15: SIGTERM (the method `signal` shadows it)
-        """Stop (SIGTERM: gracefully, exit code returned; SIGKILL: a crash) and start again."""
+    def restart(self, how: int = 15, start_timeout_s: float = 15.0) -> int | None:
+        """Stop (15, SIGTERM: gracefully, exit code returned; 9, SIGKILL: a crash) and start
+        again (the method `signal` shadows the module, hence the numbers)."""
         exit_code = None
         if how == 9:  # SIGKILL
             self.kill()
@@ -116,7 +117,7 @@ class BrokerProcess:
         with self._changed:
             self.lines.clear()
         self._stopping = False
-        self.start()
+        self.start(start_timeout_s)
         return exit_code
 
     def kill(self) -> None:
