@@ -34,6 +34,7 @@ from amqpd.server.alarms import watch_disk
 from amqpd.server.context import ServerContext
 from amqpd.server.listener import bound_address, open_listeners, serve
 from amqpd.server.storage import StoreDriver, StoreQueueStorage
+from amqpd.server.timer_driver import TimerDriver
 from amqpd.store import FileSystem, FsyncPolicy, Store, StoreSettings
 
 log = logging.getLogger("amqpd")
@@ -168,6 +169,7 @@ class Node:
         try:
             async with anyio.create_task_group() as services:
                 services.start_soon(driver.run)
+                services.start_soon(TimerDriver(context.broker.services.timers).run)
                 services.start_soon(
                     watch_disk,
                     context.alarms,

@@ -105,6 +105,8 @@ QUEUE_ARGUMENTS: Final[dict[str, Check]] = {
     "x-queue-master-locator": _one_of(
         ("min-masters", "client-local", "random"), "invalid_queue_locator_arg"
     ),
+    # Quorum queues only in RabbitMQ 3.10; amqpd takes it on every queue.
+    "x-delivery-limit": _non_negative_integer,
 }
 
 # Known arguments that only quorum queues or streams take: RabbitMQ refuses them on a
@@ -124,20 +126,7 @@ NOT_FOR_CLASSIC_QUEUES: Final = frozenset(
 
 # Known queue arguments that change message behaviour and that amqpd does not implement
 # yet; each is refused with 540 until it is.
-QUEUE_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset(
-    {
-        "x-expires",
-        "x-message-ttl",
-        "x-dead-letter-exchange",
-        "x-dead-letter-routing-key",
-        "x-max-length",
-        "x-max-length-bytes",
-        "x-max-priority",
-        "x-overflow",
-        "x-single-active-consumer",
-        "x-delivery-limit",  # quorum queues only in RabbitMQ 3.10; amqpd will take it
-    }
-)
+QUEUE_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset({"x-max-priority"})
 
 # Queue types amqpd serves today; quorum and stream are refused until they exist.
 SUPPORTED_QUEUE_TYPES: Final = frozenset({"classic"})

@@ -20,7 +20,7 @@ from amqpd.broker.consumer import Consumer
 from amqpd.broker.exchanges import Exchange
 from amqpd.broker.message import Message
 from amqpd.broker.ports import ChannelSink, MessageLog
-from amqpd.broker.queue import Durability, Queue, QueueEntry
+from amqpd.broker.queue import Durability, Queue, QueueEntry, Refused
 from amqpd.broker.vhost import VirtualHost, server_generated_name
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_HEADERS, FLAG_USER_ID
@@ -90,7 +90,8 @@ class Channel:
         # Confirms not yet sent, in order: (sequence, what must be durable first). A confirm
         # goes out only when it and every one before it are safe, so the sink's
         # "everything up to N" acks never cover a message still waiting for the disk.
-        self._unconfirmed: deque[tuple[int, list[Durability]]] = deque()
+        # None instead of a list: a queue refused the message (basic.nack in its turn).
+        self._unconfirmed: deque[tuple[int, list[Durability] | None]] = deque()
         self.tx: Transaction | None = None
         self.last_queue_name = ""
         self.closed = False
@@ -191,17 +192,21 @@ class Channel:
                 self.sink.rejected(self._publish_sequence)
             raise
         if confirm:
-            if waits or self._unconfirmed:
+            if waits is None or waits or self._unconfirmed:
                 self._unconfirmed.append((self._publish_sequence, waits))
                 self.vhost.durability.wait(self)
+                if waits is None:
+                    self.durability_advanced()  # the nack goes out once those before it do
             else:
                 self.sink.confirmed(self._publish_sequence)
 
     def _route(
         self, exchange: Exchange, message: Message, mandatory: bool, now_ms: int
-    ) -> list[Durability]:
-        """Enqueue on every queue the message reaches; return what must become durable."""
+    ) -> list[Durability] | None:
+        """Enqueue on every queue the message reaches; return what must become durable
+        (None: a queue refused it, so the publisher is nacked once the others have it)."""
         waits: list[Durability] = []
+        refused = False
         queues = self.vhost.route(exchange, message)
         if queues:
             if message.flags & FLAG_HEADERS and message.has_bcc():
@@ -209,10 +214,13 @@ class Channel:
             for queue in queues:
                 wait = queue.enqueue(message, now_ms)
                 if wait is not None:
-                    waits.append(wait)
+                    if isinstance(wait, Refused):
+                        refused = True
+                    else:
+                        waits.append(wait)
         elif mandatory:
             self.sink.returned(NO_ROUTE, "NO_ROUTE", message)
-        return waits
+        return None if refused else waits
 
     # ------------------------------------------------------------ durability
 
@@ -221,6 +229,11 @@ class Channel:
         unconfirmed = self._unconfirmed
         while unconfirmed:
             sequence, waits = unconfirmed[0]
+            if waits is None:
+                unconfirmed.popleft()
+                if not self.closed:
+                    self.sink.rejected(sequence)
+                continue
             for log, offset in waits:
                 if offset >= log.durable_offset:
                     return False
@@ -231,9 +244,11 @@ class Channel:
 
     def durability_lost(self, log: MessageLog, start: int, end: int) -> None:
         """Messages whose writes failed are nacked; the rest keep waiting."""
-        kept: deque[tuple[int, list[Durability]]] = deque()
+        kept: deque[tuple[int, list[Durability] | None]] = deque()
         for sequence, waits in self._unconfirmed:
-            if any(wait_log is log and start <= offset < end for wait_log, offset in waits):
+            if waits is not None and any(
+                wait_log is log and start <= offset < end for wait_log, offset in waits
+            ):
                 if not self.closed:
                     self.sink.rejected(sequence)
             else:
@@ -348,7 +363,10 @@ class Channel:
             if entry.stored:
                 # Before it leaves: a restart must flag this message redelivered.
                 entry.queue.note_delivered(entry)
-        self.sink.deliver(consumer, delivery_tag, redelivered, entry.message)
+        message = entry.message
+        if redelivered and entry.queue.settings.delivery_limit is not None:
+            message = message.with_delivery_count(entry.delivery_count - 1)
+        self.sink.deliver(consumer, delivery_tag, redelivered, message)
 
     def deliver_fresh(self, consumer: Consumer, message: Message) -> None:
         """A new message straight to a no-ack consumer: nothing to track, no entry."""
@@ -371,7 +389,10 @@ class Channel:
         if not no_ack:
             self._unacked[delivery_tag] = entry
             queue.note_delivered(entry)
-        return delivery_tag, redelivered, entry.message, queue.message_count
+        message = entry.message
+        if redelivered and queue.settings.delivery_limit is not None:
+            message = message.with_delivery_count(entry.delivery_count - 1)
+        return delivery_tag, redelivered, message, queue.message_count
 
     # ---------------------------------------------------------------- acks
 
@@ -444,6 +465,8 @@ class Channel:
             if requeue:
                 queue.requeue(entry)
                 touched[queue] = None
+            elif outcome == _DISCARD:
+                queue.reject(entry)
             else:
                 queue.settle(entry)
         # Freed credit (and requeued messages) can move more messages right away.
@@ -482,7 +505,7 @@ class Channel:
         self.tx = Transaction()
         waits: list[Durability] = []
         for exchange, message, mandatory in tx.publishes:
-            waits += self._route(exchange, message, mandatory, now_ms)
+            waits += self._route(exchange, message, mandatory, now_ms) or []
         for outcome in (_ACK, _DISCARD, _REQUEUE):
             taken = [(tag, entry) for tag, entry, done in tx.settlements if done == outcome]
             if taken:

@@ -1,7 +1,8 @@
 """Who waits for the store to make what they wrote durable, and telling them when it has.
 
 A channel in confirm mode waits for the logs its persistent messages went to; a
-transaction's commit-ok and a durable declare's reply wait too. The shell tells this
+transaction's commit-ok and a durable declare's reply wait too, and so does the ack of a
+dead-lettered message in its source log. The shell tells this
 registry when durable offsets advance (after each fsync) or when writes were lost, and
 each waiter releases whatever it can, in order.
 
@@ -48,3 +49,38 @@ class DurabilityWatch:
         for waiter in list(self._waiters):
             waiter.durability_lost(log, start, end)
         self.advanced()
+
+
+class DeferredAcks:
+    """Acks held back until other writes are durable: a message dead-lettered from a
+    durable queue stays in its log until its dead-lettered copies are durable, so a crash
+    in between loses nothing (it may deliver it twice)."""
+
+    def __init__(self, watch: DurabilityWatch) -> None:
+        self._watch = watch
+        self._pending: list[tuple[MessageLog, int, list[tuple[MessageLog, int]]]] = []
+
+    def ack_when_durable(
+        self, log: MessageLog, offset: int, waits: list[tuple[MessageLog, int]]
+    ) -> None:
+        self._pending.append((log, offset, waits))
+        self._watch.wait(self)
+
+    def durability_advanced(self) -> bool:
+        still: list[tuple[MessageLog, int, list[tuple[MessageLog, int]]]] = []
+        for log, offset, waits in self._pending:
+            if all(wait_offset < wait_log.durable_offset for wait_log, wait_offset in waits):
+                log.ack(offset)
+            else:
+                still.append((log, offset, waits))
+        self._pending = still
+        return not still
+
+    def durability_lost(self, log: MessageLog, start: int, end: int) -> None:
+        """A copy will never be durable: the original stays unacked in its log (it comes
+        back after a restart) rather than be lost."""
+        self._pending = [
+            pending
+            for pending in self._pending
+            if not any(wait_log is log and start <= offset < end for wait_log, offset in pending[2])
+        ]

@@ -133,15 +133,23 @@ class Message:
 
     def without_bcc(self) -> Message:
         """A copy whose headers no longer carry BCC, as RabbitMQ delivers it."""
-        properties = self.properties
-        headers = dict(properties.headers or {})
+        headers = dict(self.headers)
         headers.pop("BCC", None)
-        rewritten = attrs.evolve(properties, headers=headers)
+        return self._with_headers(headers)
+
+    def with_delivery_count(self, count: int) -> Message:
+        """A copy carrying `x-delivery-count` (earlier deliveries that came back), as
+        RabbitMQ's quorum queues redeliver."""
+        return self._with_headers({**self.headers, "x-delivery-count": count})
+
+    def _with_headers(self, headers: FieldTable) -> Message:
+        rewritten = attrs.evolve(self.properties, headers=headers)
         copy = Message(
             self.exchange,
             self.routing_key,
             encode_content_header(len(self.body), rewritten),
             self.body,
+            self.encoded_route,
         )
         copy._properties = rewritten
         return copy

@@ -27,6 +27,7 @@ from amqpd.broker.arguments import (
     validate_queue_arguments,
 )
 from amqpd.broker.binding import Binding, Destination
+from amqpd.broker.dead_letter import dead_lettered, is_cycle
 from amqpd.broker.definitions import (
     BindingDefinition,
     Definition,
@@ -34,12 +35,13 @@ from amqpd.broker.definitions import (
     QueueDefinition,
 )
 from amqpd.broker.definitions import encode as encode_definition
-from amqpd.broker.durability import DurabilityWatch
+from amqpd.broker.durability import DeferredAcks, DurabilityWatch
 from amqpd.broker.exchanges import EXCHANGE_TYPES, DirectExchange, Exchange
 from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.message import Message
 from amqpd.broker.ports import DefinitionLog, MessageLog, QueueStorage
-from amqpd.broker.queue import Queue, queue_key
+from amqpd.broker.queue import Durability, Queue, Refused, queue_key
+from amqpd.broker.timers import Timers
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import FLAG_HEADERS
 from amqpd.errors import (
@@ -86,6 +88,10 @@ class BrokerServices:
     definitions: DefinitionLog | None = None
     memory: MemoryBudget = attrs.field(factory=lambda: MemoryBudget(1 << 62, 1 << 62))
     durability: DurabilityWatch = attrs.field(factory=DurabilityWatch)
+    timers: Timers = attrs.field(factory=Timers)
+    deferred_acks: DeferredAcks = attrs.field(
+        default=attrs.Factory(lambda self: DeferredAcks(self.durability), takes_self=True)
+    )
     # The last ticket the definitions journal gave out: a reply to a method that changed a
     # durable definition waits until the journal's durable_ticket reaches it.
     definitions_ticket: int = 0
@@ -270,7 +276,9 @@ class VirtualHost:
         if passive:
             if not name:
                 raise NotFound(f"no queue '{name}' in vhost '{self.name}'")
-            return self.queue(name, owner)
+            queue = self.queue(name, owner)
+            queue.used(self.services.timers.clock_ms())  # as RabbitMQ: x-expires restarts
+            return queue
         if not name:
             name = server_generated_name("amq.gen-")
         elif name.startswith(RESERVED_PREFIX) and name not in self.queues:
@@ -283,6 +291,7 @@ class VirtualHost:
             if existing.exclusive_owner is not (owner if exclusive else None):
                 raise self._locked(existing)
             self._check_queue_equivalence(existing, durable, auto_delete, arguments)
+            existing.used(self.services.timers.clock_ms())
             return existing
         validate_queue_arguments(arguments, name, self.name)
         # Exclusive queues never outlive their connection, so never a restart either.
@@ -313,8 +322,11 @@ class VirtualHost:
             memory=services.memory,
             storage=services.storage,
             log=log,
+            timers=services.timers,
         )
         queue.on_unused = self._delete_unused
+        queue.dead_letter = self._dead_letter
+        queue.ack_when_durable = services.deferred_acks.ack_when_durable
         self.queues[name] = queue
         if durable:
             self._persist(QueueDefinition(self.name, name, auto_delete, arguments))
@@ -507,6 +519,32 @@ class VirtualHost:
     def bindings(self) -> Iterator[Binding]:
         for exchange in self.exchanges.values():
             yield from exchange.bindings.values()
+
+    # -------------------------------------------------------- dead-lettering
+
+    def _dead_letter(
+        self, queue: Queue, message: Message, reason: str, now_ms: int
+    ) -> list[Durability]:
+        """Publish what `queue` dead-letters to its dead-letter exchange; returns what the
+        copies wait on to be durable. A missing exchange drops it, as RabbitMQ does."""
+        settings = queue.settings
+        exchange_name = settings.dead_letter_exchange
+        if exchange_name is None:
+            return []
+        exchange = self.exchanges.get(exchange_name)
+        if exchange is None:
+            return []
+        copy = dead_lettered(
+            message, queue.name, reason, now_ms, exchange_name, settings.dead_letter_routing_key
+        )
+        waits: list[Durability] = []
+        for target in self.route(exchange, copy):
+            if is_cycle(copy, target.name):
+                continue
+            wait = target.enqueue(copy, now_ms)
+            if wait is not None and not isinstance(wait, Refused):
+                waits.append(wait)
+        return waits
 
     # -------------------------------------------------------------- routing
 

@@ -193,10 +193,8 @@ def test_invalid_queue_arguments_are_refused(
 @pytest.mark.parametrize(
     "arguments",
     [
-        {"x-message-ttl": LongInt(1000)},
-        {"x-max-length": 10},
+        {"x-max-priority": 10},
         {"x-queue-type": "quorum"},
-        {"x-delivery-limit": 3},
     ],
 )
 def test_known_but_unimplemented_queue_arguments_are_refused_not_ignored(

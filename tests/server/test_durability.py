@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,3 +156,38 @@ def test_no_confirmed_message_is_lost_across_kill_9(tmp_path: Path, fsync: str) 
     assert ledger.problems() == []
     assert len(ledger.confirmed) > 30  # the cycles really published
     assert ledger.received
+
+
+def test_dead_letter_headers_and_deadlines_survive_kill_9(broker: BrokerProcess) -> None:
+    broker.start()
+    connection = connect(broker)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.queue_declare("dlq", durable=True)
+    dead_letter = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dlq"}
+    channel.queue_declare("rejects", durable=True, arguments=dead_letter)
+    channel.queue_declare("expires", durable=True, arguments={**dead_letter, "x-message-ttl": 1500})
+    channel.basic_publish("", "rejects", b"rejected", PERSISTENT)
+    channel.basic_publish("", "expires", b"expiring", PERSISTENT)
+    method, _, _ = channel.basic_get("rejects")
+    assert method is not None
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    # Confirmed after the reject: both the copy and the reject are on disk by now.
+    channel.basic_publish("", "dlq", b"marker", PERSISTENT)
+    restart(broker, signal.SIGKILL)
+
+    channel = connect(broker).channel()
+    method, properties, body = channel.basic_get("dlq", auto_ack=True)
+    assert (body, properties.headers["x-death"][0]["reason"]) == (b"rejected", "rejected")
+    assert properties.headers["x-first-death-queue"] == "rejects"
+    assert channel.queue_declare("rejects", passive=True).method.message_count == 0
+    # The deadline counts from the first publish, across the restart.
+    deadline = time.monotonic() + 10
+    while True:
+        method, properties, body = channel.basic_get("dlq", auto_ack=True)
+        if body == b"expiring":
+            break
+        assert time.monotonic() < deadline, "the TTL was not applied after the restart"
+        channel.connection.process_data_events(time_limit=0.05)
+    assert properties.headers["x-death"][0]["reason"] == "expired"
+    assert channel.queue_declare("expires", passive=True).method.message_count == 0

@@ -1,0 +1,73 @@
+"""What a queue's `x-` arguments make it do, read once when the queue is declared.
+
+The arguments were validated before (arguments.py); here they become typed settings the
+queue consults on its hot paths without looking anything up. Units are in the names.
+
+Synchronous and pure; imports amqpd.codec only.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from amqpd.codec.fields import FieldTable, FieldValue
+
+OVERFLOW_DROP_HEAD: Final = "drop-head"
+OVERFLOW_REJECT_PUBLISH: Final = "reject-publish"
+OVERFLOW_REJECT_PUBLISH_DLX: Final = "reject-publish-dlx"
+
+
+def _int(value: FieldValue) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return int(value)
+
+
+def _str(value: FieldValue) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@attrs.frozen
+class QueueSettings:
+    message_ttl_ms: int | None = None  # x-message-ttl
+    expires_ms: int | None = None  # x-expires: deleted after this long unused
+    max_length: int | None = None  # x-max-length: ready messages
+    max_length_bytes: int | None = None  # x-max-length-bytes: bodies of ready messages
+    overflow: str = OVERFLOW_DROP_HEAD  # x-overflow
+    dead_letter_exchange: str | None = None  # x-dead-letter-exchange
+    dead_letter_routing_key: str | None = None  # x-dead-letter-routing-key
+    delivery_limit: int | None = None  # x-delivery-limit: returns before dead-lettering
+    max_priority: int | None = None  # x-max-priority
+    single_active_consumer: bool = False  # x-single-active-consumer
+
+    @classmethod
+    def from_arguments(cls, arguments: FieldTable) -> QueueSettings:
+        get = arguments.get
+        max_priority = _int(get("x-max-priority"))
+        return cls(
+            message_ttl_ms=_int(get("x-message-ttl")),
+            expires_ms=_int(get("x-expires")),
+            max_length=_int(get("x-max-length")),
+            max_length_bytes=_int(get("x-max-length-bytes")),
+            overflow=_str(get("x-overflow")) or OVERFLOW_DROP_HEAD,
+            dead_letter_exchange=_str(get("x-dead-letter-exchange")),
+            dead_letter_routing_key=_str(get("x-dead-letter-routing-key")),
+            delivery_limit=_int(get("x-delivery-limit")),
+            max_priority=max_priority or None,  # 0 means no priorities, as RabbitMQ
+            single_active_consumer=get("x-single-active-consumer") is True,
+        )
+
+    @property
+    def limited(self) -> bool:
+        """Whether enqueue must look at TTL or length limits at all."""
+        return (
+            self.message_ttl_ms is not None
+            or self.max_length is not None
+            or self.max_length_bytes is not None
+        )
+
+    @property
+    def rejects_publish(self) -> bool:
+        return self.overflow != OVERFLOW_DROP_HEAD
