@@ -116,6 +116,7 @@ class Node:
                 storage=StoreQueueStorage(store),
                 definitions=store.definitions,
                 memory=MemoryBudget(limits.queue_memory_bytes_max, limits.memory_bytes_max),
+                consumer_timeout_ms=limits.consumer_timeout_ms or None,
             ),
         )
         definitions: list[Definition] = []

@@ -107,6 +107,7 @@ QUEUE_ARGUMENTS: Final[dict[str, Check]] = {
     ),
     # Quorum queues only in RabbitMQ 3.10; amqpd takes it on every queue.
     "x-delivery-limit": _non_negative_integer,
+    "x-consumer-timeout": _positive_integer,  # RabbitMQ 3.12 and later
 }
 
 # Known arguments that only quorum queues or streams take: RabbitMQ refuses them on a
@@ -136,6 +137,7 @@ EXCHANGE_ARGUMENTS: Final[dict[str, Check]] = {"alternate-exchange": _typed(str)
 CONSUMER_ARGUMENTS: Final[dict[str, Check]] = {
     "x-priority": _integer,
     "x-cancel-on-ha-failover": _typed(bool),
+    "x-consumer-timeout": _positive_integer,  # RabbitMQ 3.12 and later
 }
 CONSUMER_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset({"x-stream-offset", "x-stream-filter"})
 

@@ -326,6 +326,12 @@ class Channel:
             arguments=arguments,
             wire_tag=self.sink.wire_tag(consumer_tag),
         )
+        timeout_ms = arguments.get("x-consumer-timeout")
+        if not isinstance(timeout_ms, int):
+            timeout_ms = queue.settings.consumer_timeout_ms
+            if timeout_ms is None:
+                timeout_ms = self.vhost.services.consumer_timeout_ms
+        consumer.timeout_ms = None if no_ack else timeout_ms
         self.consumers[consumer_tag] = consumer
         queue.add_consumer(consumer)
         return consumer
@@ -360,6 +366,13 @@ class Channel:
             entry.consumer = consumer
             consumer.unacked += 1
             self._unacked[delivery_tag] = entry
+            timeout_ms = consumer.timeout_ms
+            if timeout_ms is not None:
+                timers = self.vhost.services.timers
+                entry.delivered_at_ms = now_ms = timers.clock_ms()
+                if not consumer.timeout_armed:
+                    consumer.timeout_armed = True
+                    timers.schedule(now_ms + timeout_ms, consumer)
             if entry.stored:
                 # Before it leaves: a restart must flag this message redelivered.
                 entry.queue.note_delivered(entry)
@@ -474,6 +487,39 @@ class Channel:
             queue.dispatch()
         if self.prefetch_global and touched:
             self.dispatch_all()
+
+    def check_consumer_timeout(self, consumer: Consumer, now_ms: int) -> None:
+        """Cancel `consumer` if it has held a delivery for its timeout; else wake again
+        when its oldest delivery would reach it."""
+        timeout_ms = consumer.timeout_ms
+        if self.closed or self.consumers.get(consumer.tag) is not consumer or timeout_ms is None:
+            return
+        oldest = next(
+            (entry for entry in self._unacked.values() if entry.consumer is consumer), None
+        )
+        if oldest is None:
+            return  # nothing held: the next delivery arms the timer again
+        due_ms = oldest.delivered_at_ms + timeout_ms
+        if due_ms > now_ms:
+            consumer.timeout_armed = True
+            self.vhost.services.timers.schedule(due_ms, consumer)
+            return
+        if not self.connection.consumer_cancel_notify:
+            # As RabbitMQ: without basic.cancel support the channel goes, with 406.
+            self.sink.failed(
+                PreconditionFailed(
+                    f"delivery acknowledgement on channel {self.number} timed out. Timeout "
+                    f"value used: {timeout_ms} ms. This timeout value can be configured, "
+                    "see consumers doc guide to learn more"
+                )
+            )
+            return
+        self.cancel_by_broker(consumer)
+        # Its deliveries go back, redelivered; other consumers on the channel go on.
+        held = [(tag, entry) for tag, entry in self._unacked.items() if entry.consumer is consumer]
+        for tag, _ in held:
+            del self._unacked[tag]
+        self._apply(held, _REQUEUE)
 
     # ----------------------------------------------------------------- qos
 

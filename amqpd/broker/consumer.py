@@ -28,6 +28,8 @@ class Consumer:
         "priority",
         "queue",
         "tag",
+        "timeout_armed",
+        "timeout_ms",
         "unacked",
         "wire_tag",
     )
@@ -54,8 +56,17 @@ class Consumer:
         self.priority = priority  # x-priority: higher goes first while it has credit
         self.arguments = arguments
         self.unacked = 0
+        # Consumer timeout: how long a delivery may stay unacked (None: forever), and
+        # whether a wake-up is asked for.
+        self.timeout_ms: int | None = None
+        self.timeout_armed = False
         # The tag as the delivery encoder writes it; opaque to the broker.
         self.wire_tag = wire_tag
 
     def __repr__(self) -> str:
         return f"<Consumer {self.tag!r} on {self.queue!r}>"
+
+    def on_timer(self, now_ms: int) -> None:
+        """Its timeout came: cancel it if a delivery has been held that long."""
+        self.timeout_armed = False
+        self.channel.check_consumer_timeout(self, now_ms)

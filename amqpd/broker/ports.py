@@ -3,7 +3,7 @@
 The broker decides what happens and when; a port only carries the outcome to the wire or
 to disk. Calls are synchronous and must not re-enter the broker.
 
-Imports broker.* for types only.
+Imports broker.* and amqpd.errors for types only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from amqpd.broker.consumer import Consumer
     from amqpd.broker.message import Message
+    from amqpd.errors import ChannelException
 
 
 class ChannelSink(Protocol):
@@ -43,6 +44,10 @@ class ChannelSink(Protocol):
 
     def consumer_cancelled(self, consumer_tag: str) -> None:
         """The broker ended a consumer (its queue was deleted): basic.cancel if supported."""
+        ...
+
+    def failed(self, error: ChannelException) -> None:
+        """The broker closes the channel on its own (a consumer timeout, say)."""
         ...
 
 

@@ -91,6 +91,7 @@ class QueueEntry:
 
     __slots__ = (
         "consumer",
+        "delivered_at_ms",  # set only for consumers with a timeout
         "delivery_count",
         "expires_at_ms",
         "message",
@@ -99,6 +100,8 @@ class QueueEntry:
         "state",
         "stored",
     )
+
+    delivered_at_ms: int  # set only when delivered to a consumer with a timeout
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ class QueueSettings:
     delivery_limit: int | None = None  # x-delivery-limit: returns before dead-lettering
     max_priority: int | None = None  # x-max-priority
     single_active_consumer: bool = False  # x-single-active-consumer
+    consumer_timeout_ms: int | None = None  # x-consumer-timeout
 
     @classmethod
     def from_arguments(cls, arguments: FieldTable) -> QueueSettings:
@@ -57,6 +58,7 @@ class QueueSettings:
             delivery_limit=_int(get("x-delivery-limit")),
             max_priority=max_priority or None,  # 0 means no priorities, as RabbitMQ
             single_active_consumer=get("x-single-active-consumer") is True,
+            consumer_timeout_ms=_int(get("x-consumer-timeout")),
         )
 
     @property

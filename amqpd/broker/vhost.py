@@ -89,6 +89,8 @@ class BrokerServices:
     memory: MemoryBudget = attrs.field(factory=lambda: MemoryBudget(1 << 62, 1 << 62))
     durability: DurabilityWatch = attrs.field(factory=DurabilityWatch)
     timers: Timers = attrs.field(factory=Timers)
+    # Server-wide consumer timeout (None: none); x-consumer-timeout overrides it.
+    consumer_timeout_ms: int | None = None
     deferred_acks: DeferredAcks = attrs.field(
         default=attrs.Factory(lambda self: DeferredAcks(self.durability), takes_self=True)
     )

@@ -66,6 +66,10 @@ class Limits:
     disk_free_bytes_min: int = attrs.field(default=50_000_000, validator=v.ge(0))
     # How often free disk space is checked.
     disk_check_interval_s: float = attrs.field(default=1.0, validator=v.gt(0))
+    # A consumer holding a delivery unacked this long is cancelled and its messages are
+    # requeued (RabbitMQ's consumer_timeout); x-consumer-timeout on the queue or the
+    # consumer overrides it. 0: no default timeout.
+    consumer_timeout_ms: int = attrs.field(default=1_800_000, validator=v.ge(0))
 
 
 def _fsync_policy(_: object, attribute: attrs.Attribute[str | int], value: str | int) -> None:

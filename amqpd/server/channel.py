@@ -20,7 +20,7 @@ from amqpd.broker.consumer import Consumer
 from amqpd.broker.message import Message
 from amqpd.broker.ports import MessageLog
 from amqpd.broker.vhost import default_exchange_refused
-from amqpd.errors import CommandInvalid, NotFound
+from amqpd.errors import ChannelException, CommandInvalid, NotFound
 from amqpd.protocol import spec
 from amqpd.protocol.connection import ProtocolConnection
 from amqpd.protocol.fast_codec import (
@@ -116,6 +116,9 @@ class ChannelHandler:
             self.number, spec.BasicCancel(consumer_tag=consumer_tag, nowait=True)
         )
         self.session.queued_output(_DELIVERY_OVERHEAD_BYTES)
+
+    def failed(self, error: ChannelException) -> None:
+        self.session.channel_failed(self, error)
 
     def flush_confirms(self) -> None:
         """Send the confirms gathered during one read as one ack (multiple if several)."""

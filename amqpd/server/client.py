@@ -414,6 +414,12 @@ class ClientSession:
             channel, error.reply_code, error.reply_text, error.class_id, error.method_id
         )
 
+    def channel_failed(self, handler: ChannelHandler, error: ChannelException) -> None:
+        """The broker closed a channel on its own (outside any method of the client's)."""
+        if self.handlers.get(handler.number) is handler:
+            self._fail_channel(handler.number, error)
+            self._schedule_write()
+
     def storage_failed_for(self, handler: ChannelHandler) -> None:
         """A reply held for the disk can never be sent: the writes it needed failed."""
         self._fail_connection(InternalError("could not write to disk, see the broker log"))

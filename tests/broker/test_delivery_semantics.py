@@ -221,3 +221,60 @@ def test_single_active_consumer_fails_over_in_registration_order(world: World) -
         [b"3"],
         [],
     ]
+
+
+def test_a_consumer_holding_a_delivery_too_long_is_cancelled_and_its_messages_requeued(
+    world: World,
+) -> None:
+    world.declare("q", **{"x-consumer-timeout": 1000})
+    world.publish("q", b"held")
+    world.publish("q", b"next")
+    channel, sink = world.client.channel(2)
+    channel.qos(0, 1, False)
+    slow = channel.consume("q", "slow", no_ack=False, exclusive=False, arguments={})
+    channel.start(slow)
+    other = channel.consume("q", "other", no_ack=False, exclusive=False, arguments={})
+    channel.start(other)
+    assert [(d.consumer_tag, d.body) for d in sink.take()] == [
+        ("slow", b"held"),
+        ("other", b"next"),
+    ]
+    channel.ack(2, multiple=False)  # "other" keeps up
+    world.advance(999)
+    assert sink.cancelled == []
+    world.advance(1)
+    assert sink.cancelled == ["slow"]
+    # Requeued, redelivered to the consumer that is left on the same channel.
+    assert [(d.consumer_tag, d.body, d.redelivered) for d in sink.take()] == [
+        ("other", b"held", True)
+    ]
+    assert sink.failures == []
+
+
+def test_without_cancel_notify_a_consumer_timeout_closes_the_channel_with_406() -> None:
+    world = World()
+    client = Client(world.vhost, cancel_notify=False)
+    channel, sink = client.channel()
+    world.declare("q")
+    world.publish("q", b"held")
+    consumer = channel.consume(
+        "q", "c", no_ack=False, exclusive=False, arguments={"x-consumer-timeout": 500}
+    )
+    channel.start(consumer)
+    world.advance(500)
+    [failure] = sink.failures
+    assert failure.reply_code == 406
+    assert "delivery acknowledgement on channel 1 timed out" in failure.reply_text
+
+
+def test_a_consumer_that_acks_in_time_is_left_alone(world: World) -> None:
+    world.declare("q", **{"x-consumer-timeout": 1000})
+    consumer = world.channel.consume("q", "c", no_ack=False, exclusive=False, arguments={})
+    world.channel.start(consumer)
+    for _ in range(5):
+        world.publish("q", b"m")
+        world.advance(600)
+        world.channel.ack(0, multiple=True)
+    world.advance(5000)
+    assert world.sink.cancelled == []
+    assert world.vhost.queues["q"].consumer_count == 1

@@ -12,6 +12,7 @@ from amqpd.broker.consumer import Consumer
 from amqpd.broker.message import Message
 from amqpd.broker.vhost import VirtualHost
 from amqpd.codec.properties import BasicProperties, encode_content_header
+from amqpd.errors import ChannelException
 
 
 @attrs.frozen
@@ -35,6 +36,7 @@ class RecordingSink:
         self.confirms: list[int] = []
         self.nacks: list[int] = []
         self.cancelled: list[str] = []
+        self.failures: list[ChannelException] = []
 
     def wire_tag(self, consumer_tag: str) -> bytes:
         return consumer_tag.encode()
@@ -55,6 +57,9 @@ class RecordingSink:
 
     def consumer_cancelled(self, consumer_tag: str) -> None:
         self.cancelled.append(consumer_tag)
+
+    def failed(self, error: ChannelException) -> None:
+        self.failures.append(error)
 
     def bodies(self) -> list[bytes]:
         return [delivery.body for delivery in self.deliveries]
