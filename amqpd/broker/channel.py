@@ -369,7 +369,7 @@ class Channel:
             timeout_ms = consumer.timeout_ms
             if timeout_ms is not None:
                 timers = self.vhost.services.timers
-                entry.delivered_at_ms = now_ms = timers.clock_ms()
+                entry.delivered_at_ms = now_ms = timers.recent_ms
                 if not consumer.timeout_armed:
                     consumer.timeout_armed = True
                     timers.schedule(now_ms + timeout_ms, consumer)

@@ -30,6 +30,9 @@ class TimerTarget(Protocol):
 class Timers:
     def __init__(self, clock_ms: Callable[[], int] = wall_clock_ms) -> None:
         self.clock_ms = clock_ms
+        # The time as last read by the shell (once per batch of input, and before running
+        # deadlines): cheap enough to stamp every delivery with.
+        self.recent_ms = clock_ms()
         self._heap: list[tuple[int, int, TimerTarget]] = []
         self._order = itertools.count()  # ties wake in the order they were scheduled
         # Set by the shell: called when a deadline earlier than every other one appears.
@@ -50,6 +53,7 @@ class Timers:
         """Wake every target whose deadline has come."""
         if now_ms is None:
             now_ms = self.clock_ms()
+        self.recent_ms = now_ms
         heap = self._heap
         due = []
         while heap and heap[0][0] <= now_ms:

@@ -77,6 +77,7 @@ class ClientSession:
         local: tuple[str, int],
     ) -> None:
         self.context = context
+        self._timers = context.broker.services.timers
         self.stream = stream
         self.peer_host, self.peer_port = peer
         self.name = f"{peer[0]}:{peer[1]} -> {local[0]}:{local[1]}"
@@ -279,6 +280,7 @@ class ClientSession:
     def _on_data(self, data: bytes) -> None:
         handlers = self.handlers
         now_ms = time.time_ns() // 1_000_000  # one wall clock reading per read
+        self._timers.recent_ms = now_ms
         try:
             for event in self.proto.receive_data(data):
                 kind = type(event)
