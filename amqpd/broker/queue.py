@@ -608,11 +608,7 @@ class Queue(Destination):
     def requeue(self, entry: QueueEntry) -> None:
         """Put an unacked entry back at its original position (it counts as redelivered);
         past x-delivery-limit returns it is dead-lettered instead."""
-        self.unacked_count -= 1
-        entry.consumer = None
-        if self.deleted:
-            if entry.stored:
-                self._log_ack(entry.offset)
+        if self._returned_to_deleted(entry):
             return
         limit = self.settings.delivery_limit
         if limit is not None and entry.delivery_count > limit:
@@ -638,13 +634,17 @@ class Queue(Destination):
 
     def reject(self, entry: QueueEntry) -> None:
         """An unacked entry was rejected or nacked without requeue: dead-letter it."""
-        self.unacked_count -= 1
-        entry.consumer = None
-        if self.deleted:
-            if entry.stored:
-                self._log_ack(entry.offset)
+        if self._returned_to_deleted(entry):
             return
         self._leave(entry, REASON_REJECTED, self._timers.clock_ms())
+
+    def _returned_to_deleted(self, entry: QueueEntry) -> bool:
+        """An unacked entry comes back (requeue, reject): done here if the queue is gone."""
+        self.unacked_count -= 1
+        entry.consumer = None
+        if self.deleted and entry.stored:
+            self._log_ack(entry.offset)
+        return self.deleted
 
     def _forget(self, entry: QueueEntry) -> None:
         """A ready entry leaves without being held (no-ack delivery, get without ack)."""

@@ -25,17 +25,17 @@ amqpd_only = pytest.mark.skipif(
 
 
 def get_one(
-    channel: BlockingChannel, queue: str, timeout_s: float = WAIT_S
+    channel: BlockingChannel, queue: str, auto_ack: bool = True
 ) -> tuple[pika.spec.Basic.GetOk, pika.BasicProperties, bytes]:
     """basic.get until a message comes (expiry and dead-lettering happen on the broker's
-    clock), failing after timeout_s."""
-    deadline = time.monotonic() + timeout_s
+    clock), failing after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
     while True:
-        method, properties, body = channel.basic_get(queue, auto_ack=True)
+        method, properties, body = channel.basic_get(queue, auto_ack=auto_ack)
         if method is not None:
             return method, properties, body
         if time.monotonic() > deadline:
-            raise AssertionError(f"nothing arrived in {queue!r} within {timeout_s} s")
+            raise AssertionError(f"nothing arrived in {queue!r} within {WAIT_S} s")
         channel.connection.process_data_events(time_limit=0.02)
 
 
@@ -214,9 +214,9 @@ def test_repeated_deaths_count_up_in_one_entry_moved_to_the_front(
     )
     channel.basic_publish("", queue, b"again")
     for _ in range(2):
-        method, _, _ = get_one_unacked(channel, queue)
+        method, _, _ = get_one(channel, queue, auto_ack=False)
         channel.basic_reject(method.delivery_tag, requeue=False)
-    method, properties, _ = get_one_unacked(channel, queue)
+    method, properties, _ = get_one(channel, queue, auto_ack=False)
     deaths = properties.headers["x-death"]
     assert [(d["queue"], d["reason"], d["count"]) for d in deaths] == [
         (retry, "expired", 2),
@@ -225,19 +225,6 @@ def test_repeated_deaths_count_up_in_one_entry_moved_to_the_front(
     assert properties.headers["x-first-death-queue"] == queue
     assert properties.headers["x-first-death-reason"] == "rejected"
     channel.basic_ack(method.delivery_tag)
-
-
-def get_one_unacked(
-    channel: BlockingChannel, queue: str
-) -> tuple[pika.spec.Basic.GetOk, pika.BasicProperties, bytes]:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        method, properties, body = channel.basic_get(queue, auto_ack=False)
-        if method is not None:
-            return method, properties, body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nothing arrived in {queue!r}")
-        channel.connection.process_data_events(time_limit=0.02)
 
 
 def test_an_expiry_cycle_without_rejection_is_dropped(
