@@ -69,22 +69,24 @@ def _use_uvloop() -> bool:
 
 
 async def _serve(node: Node) -> None:
-    await node.start()
-    async with anyio.create_task_group() as tasks:
+    # Signals are caught from before start-up: one that arrives as soon as the broker says
+    # it is ready must find the handler in place.
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        await node.start()
+        async with anyio.create_task_group() as tasks:
 
-        async def watch_signals() -> None:
-            # Watched for the whole run: a second signal during shutdown must not kill the
-            # process mid-way; it only stops waiting for clients to answer.
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async def watch_signals() -> None:
+                # Watched for the whole run: a second signal during shutdown must not kill
+                # the process mid-way; it only stops waiting for clients to answer.
                 async for signum in signals:
                     log.info("received %s", signal.Signals(signum).name)
                     if node.shutdown_requested:
                         node.abort_connections()
                     node.request_shutdown()
 
-        tasks.start_soon(watch_signals)
-        await node.serve()
-        tasks.cancel_scope.cancel()
+            tasks.start_soon(watch_signals)
+            await node.serve()
+            tasks.cancel_scope.cancel()
 
 
 # Every message allocates a handful of short-lived objects; collecting the youngest
