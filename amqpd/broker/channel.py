@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Final
 
 from amqpd.broker.arguments import validate_consumer_arguments
 from amqpd.broker.consumer import Consumer
+from amqpd.broker.durability import all_durable, any_lost
 from amqpd.broker.exchanges import Exchange
 from amqpd.broker.message import Message
 from amqpd.broker.ports import ChannelSink, MessageLog
-from amqpd.broker.queue import Durability, Queue, QueueEntry, Refused
+from amqpd.broker.queue import Durability, Queue, QueueEntry
 from amqpd.broker.vhost import VirtualHost, server_generated_name
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_HEADERS, FLAG_USER_ID
@@ -58,6 +59,14 @@ def check_expiration(expiration: str | None) -> None:
     else:
         return
     raise PreconditionFailed(f"invalid expiration '{expiration}': {reason}")
+
+
+def _redelivered_form(entry: QueueEntry) -> Message:
+    """The message as it goes out again: with `x-delivery-count` on a queue that limits
+    deliveries (the count of earlier deliveries, this one already counted)."""
+    if entry.queue.settings.delivery_limit is None:
+        return entry.message
+    return entry.message.with_delivery_count(entry.delivery_count - 1)
 
 
 class Transaction:
@@ -205,22 +214,15 @@ class Channel:
     ) -> list[Durability] | None:
         """Enqueue on every queue the message reaches; return what must become durable
         (None: a queue refused it, so the publisher is nacked once the others have it)."""
-        waits: list[Durability] = []
-        refused = False
         queues = self.vhost.route(exchange, message)
         if queues:
             if message.flags & FLAG_HEADERS and message.has_bcc():
                 message = message.without_bcc()
-            for queue in queues:
-                wait = queue.enqueue(message, now_ms)
-                if wait is not None:
-                    if isinstance(wait, Refused):
-                        refused = True
-                    else:
-                        waits.append(wait)
-        elif mandatory:
+            waits, refused = self.vhost.enqueue(queues, message, now_ms)
+            return None if refused else waits
+        if mandatory:
             self.sink.returned(NO_ROUTE, "NO_ROUTE", message)
-        return None if refused else waits
+        return []
 
     # ------------------------------------------------------------ durability
 
@@ -234,9 +236,8 @@ class Channel:
                 if not self.closed:
                     self.sink.rejected(sequence)
                 continue
-            for log, offset in waits:
-                if offset >= log.durable_offset:
-                    return False
+            if not all_durable(waits):
+                return False
             unconfirmed.popleft()
             if not self.closed:
                 self.sink.confirmed(sequence)
@@ -246,9 +247,7 @@ class Channel:
         """Messages whose writes failed are nacked; the rest keep waiting."""
         kept: deque[tuple[int, list[Durability] | None]] = deque()
         for sequence, waits in self._unconfirmed:
-            if waits is not None and any(
-                wait_log is log and start <= offset < end for wait_log, offset in waits
-            ):
+            if waits is not None and any_lost(waits, log, start, end):
                 if not self.closed:
                     self.sink.rejected(sequence)
             else:
@@ -376,9 +375,7 @@ class Channel:
             if entry.stored:
                 # Before it leaves: a restart must flag this message redelivered.
                 entry.queue.note_delivered(entry)
-        message = entry.message
-        if redelivered and entry.queue.settings.delivery_limit is not None:
-            message = message.with_delivery_count(entry.delivery_count - 1)
+        message = _redelivered_form(entry) if redelivered else entry.message
         self.sink.deliver(consumer, delivery_tag, redelivered, message)
 
     def deliver_fresh(self, consumer: Consumer, message: Message) -> None:
@@ -402,9 +399,7 @@ class Channel:
         if not no_ack:
             self._unacked[delivery_tag] = entry
             queue.note_delivered(entry)
-        message = entry.message
-        if redelivered and queue.settings.delivery_limit is not None:
-            message = message.with_delivery_count(entry.delivery_count - 1)
+        message = _redelivered_form(entry) if redelivered else entry.message
         return delivery_tag, redelivered, message, queue.message_count
 
     # ---------------------------------------------------------------- acks

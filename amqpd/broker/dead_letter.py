@@ -55,7 +55,7 @@ def dead_lettered(
     }
     if properties.expiration is not None:
         info["original-expiration"] = properties.expiration
-    deaths = [death for death in _tables(headers.get("x-death"))]
+    deaths = _tables(headers.get("x-death"))
     if not deaths:
         headers["x-first-death-reason"] = reason
         headers["x-first-death-queue"] = queue_name

@@ -11,9 +11,22 @@ Synchronous and pure; imports broker.ports only.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from amqpd.broker.ports import MessageLog
+
+# (log, offset): "durable once the log's durable_offset passes offset"
+Waits = Iterable[tuple[MessageLog, int]]
+
+
+def all_durable(waits: Waits) -> bool:
+    return all(offset < log.durable_offset for log, offset in waits)
+
+
+def any_lost(waits: Waits, lost_log: MessageLog, start: int, end: int) -> bool:
+    """Whether a wait is on offsets [start, end) of `lost_log`, which will never be durable."""
+    return any(log is lost_log and start <= offset < end for log, offset in waits)
 
 
 class DurabilityWaiter(Protocol):
@@ -69,7 +82,7 @@ class DeferredAcks:
     def durability_advanced(self) -> bool:
         still: list[tuple[MessageLog, int, list[tuple[MessageLog, int]]]] = []
         for log, offset, waits in self._pending:
-            if all(wait_offset < wait_log.durable_offset for wait_log, wait_offset in waits):
+            if all_durable(waits):
                 log.ack(offset)
             else:
                 still.append((log, offset, waits))
@@ -80,7 +93,5 @@ class DeferredAcks:
         """A copy will never be durable: the original stays unacked in its log (it comes
         back after a restart) rather than be lost."""
         self._pending = [
-            pending
-            for pending in self._pending
-            if not any(wait_log is log and start <= offset < end for wait_log, offset in pending[2])
+            pending for pending in self._pending if not any_lost(pending[2], log, start, end)
         ]

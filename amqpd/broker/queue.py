@@ -360,23 +360,19 @@ class Queue(Destination):
         self._wake_at(expires_at_ms)
 
     def _would_overflow(self, message: Message) -> bool:
-        settings = self.settings
-        max_length = settings.max_length
-        if max_length is not None and self._ready_count + 1 > max_length:
-            return True
-        max_bytes = settings.max_length_bytes
-        return max_bytes is not None and self._ready_bytes + message.body_size > max_bytes
+        return self._exceeds(self._ready_count + 1, self._ready_bytes + message.body_size)
 
-    def _over_limit(self) -> bool:
+    def _exceeds(self, ready_count: int, ready_bytes: int) -> bool:
+        """Whether this many ready messages and body bytes pass a length limit."""
         settings = self.settings
         max_length = settings.max_length
-        if max_length is not None and self._ready_count > max_length:
+        if max_length is not None and ready_count > max_length:
             return True
         max_bytes = settings.max_length_bytes
-        return max_bytes is not None and self._ready_bytes > max_bytes
+        return max_bytes is not None and ready_bytes > max_bytes
 
     def _drop_head_over_limit(self, now_ms: int) -> None:
-        while self._ready_count and self._over_limit():
+        while self._ready_count and self._exceeds(self._ready_count, self._ready_bytes):
             entry = self._pop()
             if entry is None:
                 break
@@ -399,13 +395,10 @@ class Queue(Destination):
         log = self._log
         if log is None or self.deleted:
             return
-        if not waits:
-            log.ack(offset)
-            return
-        if self.ack_when_durable is None:
-            log.ack(offset)
-        else:
+        if waits and self.ack_when_durable is not None:
             self.ack_when_durable(log, offset, waits)
+        else:
+            log.ack(offset)
 
     def _wake_at(self, deadline_ms: int) -> None:
         current = self._timer_at_ms
@@ -562,7 +555,10 @@ class Queue(Destination):
 
     def _pop(self, expiring: bool = True) -> QueueEntry | None:
         """Take the lowest ready entry. Expired ones met on the way are dead-lettered
-        (unless `expiring` is False: the caller deals with expiry)."""
+        (unless `expiring` is False: the caller deals with expiry).
+
+        The walk is _peek's, inlined: every message passes here, and peeking first cost
+        a sixth of this method's time."""
         returned = self._returned
         cache = self._cache
         while True:

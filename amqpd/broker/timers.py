@@ -49,11 +49,9 @@ class Timers:
     def next_deadline_ms(self) -> int | None:
         return self._heap[0][0] if self._heap else None
 
-    def run_due(self, now_ms: int | None = None) -> None:
+    def run_due(self) -> None:
         """Wake every target whose deadline has come."""
-        if now_ms is None:
-            now_ms = self.clock_ms()
-        self.recent_ms = now_ms
+        now_ms = self.recent_ms = self.clock_ms()
         heap = self._heap
         due = []
         while heap and heap[0][0] <= now_ms:
@@ -62,6 +60,3 @@ class Timers:
         # "now" again cannot keep this loop (and the event loop) busy forever.
         for target in due:
             target.on_timer(now_ms)
-
-    def __len__(self) -> int:
-        return len(self._heap)

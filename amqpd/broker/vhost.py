@@ -539,14 +539,28 @@ class VirtualHost:
         copy = dead_lettered(
             message, queue.name, reason, now_ms, exchange_name, settings.dead_letter_routing_key
         )
-        waits: list[Durability] = []
-        for target in self.route(exchange, copy):
-            if is_cycle(copy, target.name):
-                continue
-            wait = target.enqueue(copy, now_ms)
-            if wait is not None and not isinstance(wait, Refused):
-                waits.append(wait)
+        targets = [
+            target for target in self.route(exchange, copy) if not is_cycle(copy, target.name)
+        ]
+        # A target that refuses its copy (reject-publish) just does not get it.
+        waits, _ = self.enqueue(targets, copy, now_ms)
         return waits
+
+    def enqueue(
+        self, queues: Sequence[Queue], message: Message, now_ms: int
+    ) -> tuple[list[Durability], bool]:
+        """Put `message` on every queue; returns what must become durable before it is
+        safe, and whether a queue refused it."""
+        waits: list[Durability] = []
+        refused = False
+        for queue in queues:
+            wait = queue.enqueue(message, now_ms)
+            if wait is not None:
+                if isinstance(wait, Refused):
+                    refused = True
+                else:
+                    waits.append(wait)
+        return waits, refused
 
     # -------------------------------------------------------------- routing
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from amqpd.broker.channel import Channel
 from amqpd.broker.consumer import Consumer
+from amqpd.broker.durability import all_durable
 from amqpd.broker.message import Message
 from amqpd.broker.ports import MessageLog
 from amqpd.broker.vhost import default_exchange_refused
@@ -372,7 +373,7 @@ class ChannelHandler:
         if waits:
             # tx.commit-ok means every persistent message of the transaction is on disk.
             self._reply_when(
-                lambda: all(offset < log.durable_offset for log, offset in waits),
+                lambda: all_durable(waits),
                 spec.TxCommitOk(),
             )
         else:
