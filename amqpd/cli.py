@@ -3,7 +3,9 @@
 `amqpd` with no arguments serves AMQP on 127.0.0.1:5672 with data in ./amqpd-data and
 the user guest/guest (loopback only) on vhost "/". `--config FILE` reads settings from a
 YAML file; `--bind`, `--port` and `--data-dir` override it. SIGTERM or SIGINT shut down
-gracefully (clients get 320 CONNECTION_FORCED) and the process exits 0.
+gracefully (clients get 320 CONNECTION_FORCED) and the process exits 0. SIGHUP reads the
+config file again and applies its policies; a config with errors is refused and logged,
+and the running one stays.
 
 Exit codes: 0 stopped cleanly, 1 could not run (port in use, data dir locked), 2 bad
 usage, 78 bad config (EX_CONFIG).
@@ -68,10 +70,20 @@ def _use_uvloop() -> bool:
     return True
 
 
-async def _serve(node: Node) -> None:
+def _reload(node: Node, args: argparse.Namespace) -> None:
+    """SIGHUP: read the config again; a bad one is refused and the running one stays."""
+    try:
+        config = make_config(args)
+    except ConfigError as error:
+        log.error("config not reloaded, the running one stays:\n%s", error)
+        return
+    node.reload(config)
+
+
+async def _serve(node: Node, args: argparse.Namespace) -> None:
     # Signals are caught from before start-up: one that arrives as soon as the broker says
     # it is ready must find the handler in place.
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         await node.start()
         async with anyio.create_task_group() as tasks:
 
@@ -80,6 +92,9 @@ async def _serve(node: Node) -> None:
                 # the process mid-way; it only stops waiting for clients to answer.
                 async for signum in signals:
                     log.info("received %s", signal.Signals(signum).name)
+                    if signum == signal.SIGHUP:
+                        _reload(node, args)
+                        continue
                     if node.shutdown_requested:
                         node.abort_connections()
                     node.request_shutdown()
@@ -112,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     node = Node(config)
     gc.set_threshold(GC_YOUNG_OBJECTS_MAX, *gc.get_threshold()[1:])
     try:
-        anyio.run(_serve, node, backend_options={"use_uvloop": _use_uvloop()})
+        anyio.run(_serve, node, args, backend_options={"use_uvloop": _use_uvloop()})
     except DataDirInUse as error:
         log.error("%s", error)
         return EXIT_FAILURE

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,12 +22,13 @@ from typing import IO
 
 import anyio
 import anyio.abc
+import attrs
 
 from amqpd.auth.users import Authenticator
 from amqpd.broker.broker import Broker
 from amqpd.broker.definitions import Definition, decode
 from amqpd.broker.memory import MemoryBudget
-from amqpd.broker.ports import MessageLog
+from amqpd.broker.policies import Policy
 from amqpd.broker.queue import KIND_TRANSIENT
 from amqpd.broker.vhost import BrokerServices
 from amqpd.config.model import ServerConfig
@@ -35,7 +37,7 @@ from amqpd.server.context import ServerContext
 from amqpd.server.listener import bound_address, open_listeners, serve
 from amqpd.server.storage import StoreDriver, StoreQueueStorage
 from amqpd.server.timer_driver import TimerDriver
-from amqpd.store import FileSystem, FsyncPolicy, Store, StoreSettings
+from amqpd.store import FileSystem, FsyncPolicy, Partition, Store, StoreSettings
 
 log = logging.getLogger("amqpd")
 
@@ -76,6 +78,24 @@ class Node:
         """Stop with a non-zero exit: the store can no longer be trusted."""
         self.exit_code = 1
         self._stop.set()
+
+    def reload(self, config: ServerConfig) -> None:
+        """Apply a config read again (SIGHUP): policies at once, to the queues and exchanges
+        already there; anything else that changed waits for a restart, and says so."""
+        running = self.config
+        self.context.broker.set_policies(broker_policies(config))
+        self.config = attrs.evolve(running, policies=config.policies)
+        log.info("config reloaded: %d policies in force", len(config.policies))
+        waiting = [
+            field.name
+            for field in attrs.fields(ServerConfig)
+            if field.name != "policies"
+            and getattr(running, field.name) != getattr(config, field.name)
+        ]
+        if waiting:
+            log.warning(
+                "config reloaded: %s changed; applied at the next restart", ", ".join(waiting)
+            )
 
     def abort_connections(self) -> None:
         """Drop every connection now, without waiting for close-ok."""
@@ -119,6 +139,7 @@ class Node:
                 consumer_timeout_ms=limits.consumer_timeout_ms or None,
             ),
         )
+        broker.set_policies(broker_policies(config))
         definitions: list[Definition] = []
         for value in store.definitions.items().values():
             try:
@@ -127,12 +148,12 @@ class Node:
                 log.error("definitions journal: an entry could not be read (%s); skipped", error)
         attached: set[str] = set()
 
-        def recovered_log(key: str) -> MessageLog | None:
+        def recovered_log(key: str) -> list[Partition] | None:
             found = store.logs.get(key)
             if found is None or not found.durable:
                 return None
             attached.add(key)
-            return found.partition(0)
+            return found.partitions
 
         for problem in broker.restore(definitions, recovered_log):
             log.warning("not restored: %s", problem)
@@ -235,6 +256,22 @@ class Node:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+
+
+def broker_policies(config: ServerConfig) -> dict[str, list[Policy]]:
+    """The config's policies as the broker takes them, by vhost."""
+    policies: dict[str, list[Policy]] = {}
+    for policy in config.policies:
+        policies.setdefault(policy.vhost, []).append(
+            Policy(
+                policy.name,
+                re.compile(policy.pattern),
+                dict(policy.definition),
+                policy.apply_to,
+                policy.priority,
+            )
+        )
+    return policies
 
 
 def _belongs_to_a_queue(broker: Broker, key: str) -> bool:

@@ -127,7 +127,7 @@ NOT_FOR_CLASSIC_QUEUES: Final = frozenset(
 
 # Known queue arguments that change message behaviour and that amqpd does not implement
 # yet; each is refused with 540 until it is.
-QUEUE_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset({"x-max-priority"})
+QUEUE_ARGUMENTS_NOT_YET_SUPPORTED: Final[frozenset[str]] = frozenset()
 
 # Queue types amqpd serves today; quorum and stream are refused until they exist.
 SUPPORTED_QUEUE_TYPES: Final = frozenset({"classic"})

@@ -5,9 +5,10 @@ Synchronous and pure; imports broker.* only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from amqpd.broker.definitions import Definition
+from amqpd.broker.policies import Policy
 from amqpd.broker.ports import MessageLog
 from amqpd.broker.vhost import BrokerServices, VirtualHost
 
@@ -22,10 +23,15 @@ class Broker:
     def vhost(self, name: str) -> VirtualHost | None:
         return self.vhosts.get(name)
 
+    def set_policies(self, policies: Mapping[str, Iterable[Policy]]) -> None:
+        """Each vhost's policies (a vhost not named has none)."""
+        for name, vhost in self.vhosts.items():
+            vhost.set_policies(policies.get(name, ()))
+
     def restore(
         self,
         definitions: Iterable[Definition],
-        recovered_log: Callable[[str], MessageLog | None],
+        recovered_log: Callable[[str], Sequence[MessageLog] | None],
     ) -> list[str]:
         """Rebuild every vhost's durable entities; returns what could not be restored."""
         by_vhost: dict[str, list[Definition]] = {}
@@ -47,6 +53,5 @@ class Broker:
         """Writes of offsets [start, end) to `log` failed: queues and publishers adjust."""
         for vhost in self.vhosts.values():
             for queue in vhost.queues.values():
-                if queue.log is log:
-                    queue.storage_lost(start, end)
+                queue.storage_lost(log, start, end)
         self.services.durability.lost(log, start, end)

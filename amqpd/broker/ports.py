@@ -99,9 +99,13 @@ class MessageLog(Protocol):
 
 
 class QueueStorage(Protocol):
-    """Where queues keep their logs: one per durable queue, one per paged transient queue."""
+    """Where queues keep their logs: one per durable queue, one per paged transient queue;
+    a log has a partition per lane of the queue (one per priority level)."""
 
-    def create_log(self, key: str, *, durable: bool) -> MessageLog: ...
+    def create_log(self, key: str, *, durable: bool, partitions: int = 1) -> Sequence[MessageLog]:
+        """A new, empty log (replacing any left over under `key`): its partitions in order."""
+        ...
+
     def delete_log(self, key: str) -> None: ...
 
 

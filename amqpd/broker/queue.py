@@ -1,17 +1,15 @@
-"""A queue: ready messages in publication order, the count of unacked ones, its consumers.
+"""A queue: its ready messages, the count of unacked ones, its consumers, and the rules
+that decide what leaves and when (expiry, length limits, delivery limit, dead-lettering).
 
-Every message gets an offset, a per-queue sequence number that is also its offset in the
-queue's log. The ready messages are, in offset order:
-- a run held in memory from the head (`_cache`), bounded by the memory budget;
-- then, from `_disk_from` to the tail, messages that are only in the log (a deep backlog),
-  read back in batches as consumers reach them;
-- and a small heap of requeued entries (nack, reject, recover, a closed channel), which
-  take their original places: the next message out is always the lowest ready offset.
-A durable queue writes every persistent message to its durable log at once (kept in
-memory as well while the budget allows); a transient message is written only when it
-cannot be kept in memory, to the durable log of a durable queue or to a transient log
-opened for paging. Delivered-but-unacked entries belong to the channels that hold them;
-the queue only counts them.
+Ready messages live in lanes (lane.py): one, or one per priority level when the queue has
+x-max-priority, each an offset-ordered run backed by one partition of the queue's log. The
+next message out is the lowest ready offset of the highest non-empty lane, so priorities
+are served highest first and FIFO within a level; a message's priority above the maximum
+counts as the maximum, as RabbitMQ does. A durable queue writes every persistent message
+to its durable log at once (kept in memory as well while the budget allows); a transient
+message is written only when it cannot be kept in memory, to the durable log of a durable
+queue or to a transient log opened for paging. Delivered-but-unacked entries belong to the
+channels that hold them; the queue only counts them.
 
 Dispatch is round-robin over consumers that have credit; with consumer priorities
 (`x-priority`) the highest priority that has credit goes first; with a single active
@@ -19,13 +17,13 @@ consumer only the earliest registered one that is still there gets messages.
 
 Expiry (x-message-ttl, the expiration property): an entry's deadline is fixed when it is
 enqueued (from the log record's time when read back after a restart) and kept when it is
-requeued. Deadlines set by the queue's TTL grow with the offset, so those expire from the
-head; a message whose own expiration is earlier also gets a place in a heap of deadlines,
-so it expires wherever it is (RabbitMQ expires only at the head). An expired entry still
-in memory is marked gone and skipped later. Length limits count ready messages and their
-body bytes; drop-head dead-letters from the head, reject-publish refuses the newcomer.
-Whatever leaves by expiry, a length limit, a reject or the delivery limit goes to
-`dead_letter`, which the vhost provides.
+requeued. Deadlines set by the queue's TTL grow with the offset, so those expire from each
+lane's head; a message whose own expiration is earlier also gets a place in a heap of
+deadlines, so it expires wherever it is (RabbitMQ expires only at the head). An expired
+entry still in memory is marked gone and skipped later. Length limits count ready
+messages and their body bytes; drop-head dead-letters from the head, reject-publish
+refuses the newcomer. Whatever leaves by expiry, a length limit, a reject or the delivery
+limit goes to `dead_letter`, which the vhost provides.
 
 Synchronous and pure; imports broker.* only.
 """
@@ -33,8 +31,7 @@ Synchronous and pure; imports broker.* only.
 from __future__ import annotations
 
 import heapq
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from amqpd.broker.binding import Destination
@@ -44,21 +41,24 @@ from amqpd.broker.dead_letter import (
     REASON_MAXLEN,
     REASON_REJECTED,
 )
+from amqpd.broker.lane import GONE, OUT, READ_AHEAD_RECORDS, READY, Lane, QueueEntry
 from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.message import Message
+from amqpd.broker.policies import Policy, queue_arguments
 from amqpd.broker.ports import MessageLog, QueueStorage
 from amqpd.broker.queue_settings import OVERFLOW_REJECT_PUBLISH_DLX, QueueSettings
 from amqpd.broker.timers import Timers
 from amqpd.codec.fields import FieldTable
-from amqpd.codec.properties import FLAG_EXPIRATION
+from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_PRIORITY
 
 if TYPE_CHECKING:
     from amqpd.broker.consumer import Consumer
 
+__all__ = ["KIND_PERSISTENT", "KIND_TRANSIENT", "REFUSED", "Queue", "QueueEntry", "Refused"]
+
 # Record kinds in a queue's log. Transient records are dropped when a log is recovered.
 KIND_PERSISTENT: Final = 1
 KIND_TRANSIENT: Final = 2
-READ_AHEAD_RECORDS: Final = 256  # messages read back from the log per batch
 
 Durability = tuple[MessageLog, int]  # "durable once this log's durable_offset passes this"
 
@@ -69,16 +69,12 @@ class Refused:
 
 
 REFUSED: Final = Refused()
-# Entries marked gone in memory before the queue rebuilds its run without them.
-GONE_COMPACT_MIN: Final = 64
-
-# Where a QueueEntry is.
-READY: Final = 0
-OUT: Final = 1  # delivered, unacked (or settled)
-GONE: Final = 2  # removed while ready (expired): skipped where it lies
 
 # (queue, message, reason, now_ms) -> what the dead-lettered copies wait on to be durable
 DeadLetter = Callable[["Queue", Message, str, int], list[Durability]]
+# (deadline, lane, offset, in memory, entry or None while only on disk): the in-memory flag
+# keeps tuples comparable, (…, 0, None) sorting before (…, 1, entry).
+Deadline = tuple[int, int, int, int, QueueEntry | None]
 
 
 def queue_key(vhost: str, name: str) -> str:
@@ -86,64 +82,30 @@ def queue_key(vhost: str, name: str) -> str:
     return f"{vhost}\x00{name}"
 
 
-class QueueEntry:
-    """One message in one queue; also the record of its delivery while unacked."""
-
-    __slots__ = (
-        "consumer",
-        "delivered_at_ms",  # set only for consumers with a timeout
-        "delivery_count",
-        "expires_at_ms",
-        "message",
-        "offset",
-        "queue",
-        "state",
-        "stored",
-    )
-
-    delivered_at_ms: int  # set only when delivered to a consumer with a timeout
-
-    def __init__(
-        self,
-        offset: int,
-        message: Message,
-        queue: Queue,
-        stored: bool = False,
-        expires_at_ms: int | None = None,
-    ) -> None:
-        self.offset = offset
-        self.message = message
-        self.queue = queue
-        self.stored = stored  # in the queue's log: acks must reach the log
-        self.delivery_count = 0
-        self.consumer: Consumer | None = None  # who holds it unacked (None: basic.get)
-        self.expires_at_ms = expires_at_ms
-        self.state = READY
-
-    def __lt__(self, other: QueueEntry) -> bool:
-        return self.offset < other.offset
+def lane_count(settings: QueueSettings) -> int:
+    """Partitions of a queue's log: one per priority level 0..x-max-priority."""
+    return (settings.max_priority or 0) + 1
 
 
 class Queue(Destination):
     __slots__ = (
-        "_cache",
-        "_cache_bytes",
         "_deadlines",
-        "_disk_from",
         "_dispatching",
-        "_gone_count",
+        "_lane",
+        "_lanes",
         "_limited",
-        "_log",
         "_memory",
+        "_prioritized",
         "_ready_bytes",
         "_ready_count",
-        "_returned",
         "_round_robin",
         "_round_robin_by_priority",
         "_storage",
-        "_tail",
+        "_take",
         "_timer_at_ms",
         "_timers",
+        "_top",
+        "_ttl_in_order",
         "_ttl_ms",
         "ack_when_durable",
         "arguments",
@@ -151,7 +113,6 @@ class Queue(Destination):
         "consumers",
         "dead_letter",
         "deleted",
-        "delivered_below",
         "durable",
         "exclusive_consumer",
         "exclusive_owner",
@@ -159,6 +120,7 @@ class Queue(Destination):
         "last_used_ms",
         "name",
         "on_unused",
+        "policy",
         "settings",
         "unacked_count",
         "vhost",
@@ -176,8 +138,9 @@ class Queue(Destination):
         arguments: FieldTable | None = None,
         memory: MemoryBudget | None = None,
         storage: QueueStorage | None = None,
-        log: MessageLog | None = None,
+        logs: Sequence[MessageLog] | None = None,
         timers: Timers | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.name = name
         self.vhost = vhost
@@ -185,33 +148,36 @@ class Queue(Destination):
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments: FieldTable = arguments or {}
-        self.settings = settings = QueueSettings.from_arguments(self.arguments)
+        self.policy = policy
+        self.settings = settings = QueueSettings.from_arguments(
+            queue_arguments(self.arguments, policy)
+        )
         self._ttl_ms = settings.message_ttl_ms
         self._limited = settings.limited
+        # Whether the queue's TTL deadlines grow with the offset (until the TTL changes).
+        self._ttl_in_order = True
         self._timers = timers if timers is not None else Timers()
         self._timer_at_ms: int | None = None  # the earliest wake-up asked of the timers
-        # (deadline, offset, entry or None while only on disk) for messages whose own
-        # expiration comes before the queue's TTL would expire them.
-        # The third field keeps tuples comparable: (…, 0, None) sorts before (…, 1, entry).
-        self._deadlines: list[tuple[int, int, int, QueueEntry | None]] = []
-        self._gone_count = 0  # entries in _cache marked GONE
+        # Messages whose own expiration comes before the queue's TTL would expire them.
+        self._deadlines: list[Deadline] = []
         self._ready_bytes = 0  # body bytes of ready messages (kept with a length limit)
         self.last_used_ms = self._timers.clock_ms()  # for x-expires
-        self._memory = memory or MemoryBudget(1 << 62, 1 << 62)
+        self._memory = memory = memory or MemoryBudget(1 << 62, 1 << 62)
         self._storage = storage
-        self._log = log
-        self._cache: deque[QueueEntry] = deque()  # ready, in memory, from the head
-        self._cache_bytes = 0
-        self._returned: list[QueueEntry] = []  # heap of requeued entries, by offset
-        if log is None:
-            self._tail = self._disk_from = 0
-            self._ready_count = 0
-            self.delivered_below = 0
-        else:  # a recovered (or new) durable log: everything ready is on disk
-            self._tail = log.next_offset
-            self._disk_from = log.acked_below
-            self._ready_count = log.live_count
-            self.delivered_below = log.delivered_below
+        levels = lane_count(settings)
+        if logs is not None and len(logs) != levels:
+            raise ValueError(f"{self!r} needs {levels} log partition(s), not {len(logs)}")
+        self._lanes = [
+            Lane(self, index, logs[index] if logs is not None else None, memory)
+            for index in range(levels)
+        ]
+        self._lane = self._lanes[0]
+        self._prioritized = levels > 1
+        self._top = levels - 1  # no lane above this one holds a ready message
+        self._take: Callable[[], QueueEntry | None] = (
+            self._lane.pop if levels == 1 else self._take_by_priority
+        )
+        self._ready_count = sum(log.live_count for log in logs) if logs is not None else 0
         self.unacked_count = 0
         self.consumers: list[Consumer] = []
         self.exclusive_consumer: Consumer | None = None
@@ -225,10 +191,12 @@ class Queue(Destination):
         self.dead_letter: DeadLetter | None = None  # set by the vhost
         # Set by the vhost: ack `offset` of `log` once every wait is durable.
         self.ack_when_durable: Callable[[MessageLog, int, list[Durability]], None] | None = None
+        if settings.max_length_bytes is not None and self._ready_count:
+            self._ready_bytes = self._count_ready_bytes()
         if settings.expires_ms is not None:
             self._wake_at(self.last_used_ms + settings.expires_ms)
         if self._ttl_ms is not None and self._ready_count:
-            # Recovered messages: find the head's deadline (from its record's time).
+            # Recovered messages: find the heads' deadlines (from their records' times).
             self._wake_at(self.last_used_ms)
 
     def __repr__(self) -> str:
@@ -253,11 +221,16 @@ class Queue(Destination):
 
     @property
     def memory_bytes(self) -> int:
-        return self._cache_bytes
+        return sum(lane.cache_bytes for lane in self._lanes)
 
     @property
     def log(self) -> MessageLog | None:
-        return self._log
+        """The log behind the first (or only) lane."""
+        return self._lane.log
+
+    @property
+    def logs(self) -> list[MessageLog]:
+        return [lane.log for lane in self._lanes if lane.log is not None]
 
     # ------------------------------------------------------------- messages
 
@@ -272,27 +245,29 @@ class Queue(Destination):
                     self._dead_letter_message(message, REASON_MAXLEN, now_ms)
                 return REFUSED
             expires_at_ms = self._deadline(message, now_ms)
-        offset = self._tail
-        self._tail = offset + 1
-        log = self._log
+        lane = self._lane
+        if self._prioritized:
+            lane = self._lane_for(message)
+            if lane.index > self._top:
+                self._top = lane.index
+        offset = lane.tail
+        lane.tail = offset + 1
+        log = lane.log
         # Durable only where a durable log backs the queue (a broker without storage, as in
         # unit tests, keeps everything in memory).
         persistent = self.durable and log is not None and message.persistent
-        in_order = self._disk_from == offset  # nothing ready waits on disk before it
         if (
-            in_order
+            not self._ready_count
             and self.consumers
-            and not self._cache
-            and not self._returned
             and (consumer := self._next_consumer()) is not None
         ):
             # Straight to a waiting consumer: the common case of a keeping-up queue.
-            self._disk_from = offset + 1
+            lane.disk_from = offset + 1
             if consumer.no_ack:
                 # Consumed before it could matter: nothing to write, nothing to wait for.
                 consumer.channel.deliver_fresh(consumer, message)
                 return None
-            entry = QueueEntry(offset, message, self, False, expires_at_ms)
+            entry = QueueEntry(offset, message, lane, False, expires_at_ms)
             entry.state = OUT
             if persistent and log is not None:
                 log.append(KIND_PERSISTENT, now_ms, message.stored_form(), offset)
@@ -304,24 +279,24 @@ class Queue(Destination):
         size = message.memory_bytes
         memory = self._memory
         if (
-            in_order
-            and self._cache_bytes + size <= memory.queue_bytes_max
+            lane.disk_from == offset  # nothing ready waits on disk before it
+            and lane.cache_bytes + size <= memory.queue_bytes_max
             and memory.total_bytes + size <= memory.total_bytes_max
         ):  # the MemoryBudget rule
             memory.total_bytes += size
-            entry = QueueEntry(offset, message, self, False, expires_at_ms)
+            entry = QueueEntry(offset, message, lane, False, expires_at_ms)
             if persistent and log is not None:
                 log.append(KIND_PERSISTENT, now_ms, message.stored_form(), offset)
                 entry.stored = True
-            self._cache.append(entry)
-            self._cache_bytes += size
-            self._disk_from = offset + 1
+            lane.cache.append(entry)
+            lane.cache_bytes += size
+            lane.disk_from = offset + 1
             if expires_at_ms is not None:
-                self._track_deadline(expires_at_ms, offset, entry, now_ms)
+                self._track_deadline(expires_at_ms, lane.index, offset, entry, now_ms)
         else:
             # No room in memory (or older messages already wait on disk): to the log only.
             if log is None:
-                log = self._open_paging_log()
+                log = self._open_paging_log(lane)
             log.append(
                 KIND_PERSISTENT if persistent else KIND_TRANSIENT,
                 now_ms,
@@ -329,12 +304,20 @@ class Queue(Destination):
                 offset,
             )
             if expires_at_ms is not None:
-                self._track_deadline(expires_at_ms, offset, None, now_ms)
+                self._track_deadline(expires_at_ms, lane.index, offset, None, now_ms)
         if self._limited:
             self._ready_bytes += message.body_size
             if not self.settings.rejects_publish:
                 self._drop_head_over_limit(now_ms)
         return (log, offset) if persistent and log is not None else None
+
+    def _lane_for(self, message: Message) -> Lane:
+        """A message's priority level: 0 without the property, the queue's maximum above it."""
+        if not message.flags & FLAG_PRIORITY:
+            return self._lane
+        priority = message.properties.priority or 0
+        lanes = self._lanes
+        return lanes[min(priority, len(lanes) - 1)]
 
     # ---------------------------------------------------------- TTL, limits
 
@@ -349,14 +332,30 @@ class Queue(Destination):
                     ttl_ms = own_ms
         return None if ttl_ms is None else now_ms + ttl_ms
 
+    def read_back_deadline(self, entry: QueueEntry, enqueued_at_ms: int) -> None:
+        """An entry read back from the log gets the deadline it had when it was enqueued."""
+        expires_at_ms = entry.expires_at_ms = self._deadline(entry.message, enqueued_at_ms)
+        if expires_at_ms is not None:
+            self._track_deadline(
+                expires_at_ms, entry.lane.index, entry.offset, entry, enqueued_at_ms
+            )
+
     def _track_deadline(
-        self, expires_at_ms: int, offset: int, entry: QueueEntry | None, now_ms: int
+        self,
+        expires_at_ms: int,
+        lane_index: int,
+        offset: int,
+        entry: QueueEntry | None,
+        now_ms: int,
     ) -> None:
         """Queue-TTL deadlines grow with the offset, so the head finds them; a message's
         own earlier deadline needs its place in the heap."""
         ttl_ms = self._ttl_ms
-        if ttl_ms is None or expires_at_ms < now_ms + ttl_ms:
-            heapq.heappush(self._deadlines, (expires_at_ms, offset, entry is not None, entry))
+        if ttl_ms is None or expires_at_ms < now_ms + ttl_ms or not self._ttl_in_order:
+            heapq.heappush(
+                self._deadlines,
+                (expires_at_ms, lane_index, offset, entry is not None, entry),
+            )
         self._wake_at(expires_at_ms)
 
     def _would_overflow(self, message: Message) -> bool:
@@ -381,18 +380,17 @@ class Queue(Destination):
     def _leave(self, entry: QueueEntry, reason: str, now_ms: int) -> None:
         """A ready entry (already taken out) dies: dead-letter it, then ack it in the log
         once its dead-lettered copies are durable (never lost in between)."""
-        entry.state = OUT
         waits = self._dead_letter_message(entry.message, reason, now_ms)
         if entry.stored:
-            self._ack_after(entry.offset, waits)
+            self._ack_after(entry.lane, entry.offset, waits)
 
     def _dead_letter_message(self, message: Message, reason: str, now_ms: int) -> list[Durability]:
         if self.dead_letter is None or self.settings.dead_letter_exchange is None:
             return []
         return self.dead_letter(self, message, reason, now_ms)
 
-    def _ack_after(self, offset: int, waits: list[Durability]) -> None:
-        log = self._log
+    def _ack_after(self, lane: Lane, offset: int, waits: list[Durability]) -> None:
+        log = lane.log
         if log is None or self.deleted:
             return
         if waits and self.ack_when_durable is not None:
@@ -428,50 +426,96 @@ class Queue(Destination):
         if expires_ms is not None:
             self._wake_at(now_ms + expires_ms)
 
+    def apply_policy(self, policy: Policy | None, now_ms: int) -> None:
+        """The vhost's policies changed: the settings follow this queue's policy now.
+
+        Messages already queued keep their deadlines (as in RabbitMQ, a TTL applies from
+        publication); new length limits apply at once."""
+        self.policy = policy
+        old = self.settings
+        settings = QueueSettings.from_arguments(queue_arguments(self.arguments, policy))
+        if settings == old:
+            return
+        self.settings = settings
+        self._limited = settings.limited
+        if settings.message_ttl_ms != old.message_ttl_ms:
+            self._ttl_ms = settings.message_ttl_ms
+            self._ttl_in_order = False  # old and new deadlines interleave: all to the heap
+        if settings.max_length_bytes is not None and (
+            old.max_length_bytes is None or not old.limited
+        ):
+            self._ready_bytes = self._count_ready_bytes()
+        if settings.expires_ms is not None:
+            self._wake_at(self.last_used_ms + settings.expires_ms)
+        if self._limited and not settings.rejects_publish:
+            self._drop_head_over_limit(now_ms)
+
+    def _count_ready_bytes(self) -> int:
+        """Body bytes of every ready message, those only on disk included (read through
+        once, not kept): a byte limit that appears must count what is there."""
+        total = 0
+        for lane in self._lanes:
+            for entries in (lane.cache, lane.returned):
+                total += sum(entry.message.body_size for entry in entries if entry.state == READY)
+            log, offset = lane.log, lane.disk_from
+            while log is not None and offset < lane.tail:
+                records = log.read(offset, READ_AHEAD_RECORDS)
+                if not records:
+                    break
+                total += sum(Message.from_stored(record.payload).body_size for record in records)
+                offset = records[-1].offset + 1
+        return total
+
     def expire(self, now_ms: int) -> None:
         """Dead-letter every ready message whose deadline has passed, wherever it is."""
-        if self._ttl_ms is not None:
-            while self._ready_count:
-                entry = self._peek()
-                if entry is None or entry.expires_at_ms is None or entry.expires_at_ms > now_ms:
-                    break
-                self._pop(expiring=False)
-                self._leave(entry, REASON_EXPIRED, now_ms)
+        if self._ttl_ms is not None and self._ready_count:
+            for lane in self._lanes[: self._top + 1]:
+                while (entry := lane.peek()) is not None:
+                    if entry.expires_at_ms is None or entry.expires_at_ms > now_ms:
+                        break
+                    lane.pop()
+                    self._taken(entry)
+                    self._leave(entry, REASON_EXPIRED, now_ms)
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now_ms:
-            _, offset, _, held = heapq.heappop(deadlines)
+            _, lane_index, offset, _, held = heapq.heappop(deadlines)
             if held is None:
-                self._expire_on_disk(offset, now_ms)
+                self._expire_on_disk(self._lanes[lane_index], offset, now_ms)
             elif held.state == READY and held.queue is self:
                 self._expire_in_place(held, now_ms)
-        self._compact()
-        head = self._peek() if self._ttl_ms is not None and self._ready_count else None
-        if head is not None and head.expires_at_ms is not None:
-            self._wake_at(head.expires_at_ms)
+        for lane in self._lanes:
+            lane.compact()
+        if self._ttl_ms is not None and self._ready_count:
+            for lane in self._lanes[: self._top + 1]:
+                head = lane.peek()
+                if head is not None and head.expires_at_ms is not None:
+                    self._wake_at(head.expires_at_ms)
         if deadlines:
             self._wake_at(deadlines[0][0])
         self.dispatch()
 
-    def _expire_in_place(self, entry: QueueEntry, now_ms: int) -> None:
-        entry.state = GONE
+    def _taken(self, entry: QueueEntry) -> None:
+        """A ready entry was taken out of its lane: count it out (as _pop does inline)."""
         self._ready_count -= 1
+        entry.state = OUT
         if self._limited:
             self._ready_bytes -= entry.message.body_size
-        if entry.offset >= self._cache_start_offset():
+
+    def _expire_in_place(self, entry: QueueEntry, now_ms: int) -> None:
+        lane = entry.lane
+        if lane.holds_in_cache(entry):
             size = entry.message.memory_bytes
-            self._cache_bytes -= size
+            lane.cache_bytes -= size
             self._memory.total_bytes -= size
-            self._gone_count += 1
+            lane.gone_count += 1
+        self._taken(entry)
+        entry.state = GONE
         self._leave(entry, REASON_EXPIRED, now_ms)
 
-    def _cache_start_offset(self) -> int:
-        cache = self._cache
-        return cache[0].offset if cache else self._disk_from
-
-    def _expire_on_disk(self, offset: int, now_ms: int) -> None:
+    def _expire_on_disk(self, lane: Lane, offset: int, now_ms: int) -> None:
         """A message with its own deadline that was never read back: read it now."""
-        log = self._log
-        if log is None or offset < self._disk_from or log.is_acked(offset):
+        log = lane.log
+        if log is None or offset < lane.disk_from or log.is_acked(offset):
             return  # read back since (its entry has its own place in the heap) or gone
         records = log.read(offset, 1)
         if not records or records[0].offset != offset:
@@ -480,103 +524,49 @@ class Queue(Destination):
         self._ready_count -= 1
         if self._limited:
             self._ready_bytes -= message.body_size
-        self._ack_after(offset, self._dead_letter_message(message, REASON_EXPIRED, now_ms))
+        self._ack_after(lane, offset, self._dead_letter_message(message, REASON_EXPIRED, now_ms))
 
-    def _compact(self) -> None:
-        """Drop gone entries from the ends of the in-memory run, and rebuild it when they
-        are most of it (expired messages must not pin memory)."""
-        cache = self._cache
-        while cache and cache[0].state == GONE:
-            cache.popleft()
-            self._gone_count -= 1
-        returned = self._returned
-        while returned and returned[0].state == GONE:
-            heapq.heappop(returned)
-        if self._gone_count > GONE_COMPACT_MIN and self._gone_count * 2 > len(cache):
-            self._cache = deque(entry for entry in cache if entry.state != GONE)
-            self._gone_count = 0
-
-    def _open_paging_log(self) -> MessageLog:
+    def _open_paging_log(self, lane: Lane) -> MessageLog:
+        """A transient queue outgrew memory: one log, a partition per lane."""
         if self._storage is None:
             raise RuntimeError(f"{self!r} has no storage to page messages out to")
-        self._log = self._storage.create_log(self.key, durable=False)
-        return self._log
-
-    def _read_ahead(self) -> None:
-        """Bring the next batch of disk-only messages into memory."""
-        log = self._log
-        assert log is not None
-        records = log.read(self._disk_from, READ_AHEAD_RECORDS)
-        delivered_below = self.delivered_below
-        cache = self._cache
-        added = 0
-        message: Message | None = None
-        from_stored = Message.from_stored
-        timed = self._ttl_ms is not None
-        for record in records:
-            offset = record.offset
-            message = from_stored(record.payload, message)
-            entry = QueueEntry(offset, message, self, True)
-            if offset < delivered_below:
-                entry.delivery_count = 1  # delivered before a restart: redelivered now
-            if timed or message.flags & FLAG_EXPIRATION:
-                # The record's time is when it was enqueued: the deadline survives restarts.
-                expires_at_ms = entry.expires_at_ms = self._deadline(message, record.timestamp_ms)
-                if expires_at_ms is not None:
-                    self._track_deadline(expires_at_ms, offset, entry, record.timestamp_ms)
-            cache.append(entry)
-            added += message.memory_bytes
-        # Read-ahead is bounded by READ_AHEAD_RECORDS, not by the budget, which it only
-        # reports to: consumers need the next batch whatever else is held.
-        self._cache_bytes += added
-        self._memory.take(added)
-        if len(records) < READ_AHEAD_RECORDS:
-            self._disk_from = self._tail
-        else:
-            self._disk_from = records[-1].offset + 1
+        lanes = self._lanes
+        logs = self._storage.create_log(self.key, durable=False, partitions=len(lanes))
+        for each, partition in zip(lanes, logs, strict=True):
+            # The new partitions start at offset 0: each lane's offsets go on from its
+            # tail, leaving a gap (gaps count as acked).
+            each.log = partition
+        return logs[lane.index]
 
     def _peek(self) -> QueueEntry | None:
-        """The lowest ready entry, left in place."""
-        returned = self._returned
-        cache = self._cache
-        while True:
-            if not cache and self._disk_from < self._tail:
-                self._read_ahead()
-            if cache and cache[0].state == GONE:
-                cache.popleft()
-                self._gone_count -= 1
-                continue
-            if returned and returned[0].state == GONE:
-                heapq.heappop(returned)
-                continue
-            if returned and (not cache or returned[0].offset < cache[0].offset):
-                return returned[0]
-            return cache[0] if cache else None
+        """The next ready entry, left in place."""
+        lanes = self._lanes
+        for index in range(self._top, -1, -1):
+            entry = lanes[index].peek()
+            if entry is not None:
+                self._top = index
+                return entry
+        self._top = 0
+        return None
+
+    def _take_by_priority(self) -> QueueEntry | None:
+        """Take the next entry of the highest lane that has one."""
+        lanes = self._lanes
+        for index in range(self._top, -1, -1):
+            entry = lanes[index].pop()
+            if entry is not None:
+                self._top = index
+                return entry
+        self._top = 0
+        return None
 
     def _pop(self, expiring: bool = True) -> QueueEntry | None:
-        """Take the lowest ready entry. Expired ones met on the way are dead-lettered
-        (unless `expiring` is False: the caller deals with expiry).
-
-        The walk is _peek's, inlined: every message passes here, and peeking first cost
-        a sixth of this method's time."""
-        returned = self._returned
-        cache = self._cache
+        """Take the next ready entry. Expired ones met on the way are dead-lettered
+        (unless `expiring` is False: the caller deals with expiry)."""
+        take = self._take
         while True:
-            if not cache and self._disk_from < self._tail:
-                self._read_ahead()
-            if returned and (not cache or returned[0].offset < cache[0].offset):
-                entry = heapq.heappop(returned)
-                if entry.state == GONE:
-                    continue
-            elif cache:
-                entry = cache.popleft()
-                if entry.state == GONE:
-                    self._gone_count -= 1
-                    continue
-                size = entry.message.memory_bytes
-                self._cache_bytes -= size
-                self._memory.total_bytes -= size
-            else:
+            entry = take()
+            if entry is None:
                 return None
             self._ready_count -= 1
             entry.state = OUT
@@ -611,14 +601,17 @@ class Queue(Destination):
             self._leave(entry, REASON_DELIVERY_LIMIT, self._timers.clock_ms())
             return
         entry.state = READY
-        heapq.heappush(self._returned, entry)
+        lane = entry.lane
+        heapq.heappush(lane.returned, entry)
+        if lane.index > self._top:
+            self._top = lane.index
         self._ready_count += 1
         if self._limited:
             self._ready_bytes += entry.message.body_size
         expires_at_ms = entry.expires_at_ms
         if expires_at_ms is not None:
             # It keeps its deadline; the heap may have dropped it while it was out.
-            heapq.heappush(self._deadlines, (expires_at_ms, entry.offset, True, entry))
+            heapq.heappush(self._deadlines, (expires_at_ms, lane.index, entry.offset, True, entry))
             self._wake_at(expires_at_ms)
 
     def settle(self, entry: QueueEntry) -> None:
@@ -626,7 +619,7 @@ class Queue(Destination):
         self.unacked_count -= 1
         entry.consumer = None
         if entry.stored:
-            self._log_ack(entry.offset)
+            entry.lane.ack(entry.offset)
 
     def reject(self, entry: QueueEntry) -> None:
         """An unacked entry was rejected or nacked without requeue: dead-letter it."""
@@ -639,67 +632,46 @@ class Queue(Destination):
         self.unacked_count -= 1
         entry.consumer = None
         if self.deleted and entry.stored:
-            self._log_ack(entry.offset)
+            entry.lane.ack(entry.offset)
         return self.deleted
 
     def _forget(self, entry: QueueEntry) -> None:
         """A ready entry leaves without being held (no-ack delivery, get without ack)."""
         if entry.stored:
-            self._log_ack(entry.offset)
-
-    def _log_ack(self, offset: int) -> None:
-        log = self._log
-        if log is not None and not self.deleted:
-            log.ack(offset)
+            entry.lane.ack(entry.offset)
 
     def note_delivered(self, entry: QueueEntry) -> None:
         """Remember that a stored entry went out, so a restart flags it redelivered."""
-        if entry.stored and self._log is not None:
-            self._log.note_delivered(entry.offset)
+        log = entry.lane.log
+        if entry.stored and log is not None:
+            log.note_delivered(entry.offset)
 
     def purge(self) -> int:
         """Drop every ready message; unacked ones stay with their channels."""
         count = self._ready_count
-        for entry in self._cache:
-            if entry.stored and entry.state == READY:
-                self._log_ack(entry.offset)
-            entry.state = GONE
-        for entry in self._returned:
-            if entry.stored and entry.state == READY:
-                self._log_ack(entry.offset)
-            entry.state = GONE
-        if self._log is not None and self._disk_from < self._tail and not self.deleted:
-            self._log.ack_range(self._disk_from, self._tail)
-        self._memory.release(self._cache_bytes)
-        self._cache.clear()
-        self._cache_bytes = 0
-        self._returned.clear()
-        self._disk_from = self._tail
+        for lane in self._lanes:
+            lane.purge()
         self._ready_count = 0
         self._ready_bytes = 0
-        self._gone_count = 0
         self._deadlines.clear()
         return count
 
-    def storage_lost(self, start: int, end: int) -> None:
-        """Records [start, end) never reached the log (a failed write): what was only on
+    def storage_lost(self, log: MessageLog, start: int, end: int) -> None:
+        """Records [start, end) never reached `log` (a failed write): what was only on
         disk is gone, what is in memory stays deliverable but no longer durable."""
-        for entry in self._cache:
-            if start <= entry.offset < end:
-                entry.stored = False
-        for entry in self._returned:
-            if start <= entry.offset < end:
-                entry.stored = False
-        lost_on_disk = max(0, min(end, self._tail) - max(start, self._disk_from))
-        self._ready_count -= lost_on_disk
+        for lane in self._lanes:
+            if lane.log is log:
+                self._ready_count -= lane.storage_lost(start, end)
 
     def close_storage(self) -> None:
         """The queue is deleted: its log goes with it."""
-        self._memory.release(self._cache_bytes)
-        self._cache_bytes = 0
-        if self._log is not None and self._storage is not None:
+        had_log = False
+        for lane in self._lanes:
+            lane.release_memory()
+            had_log = had_log or lane.log is not None
+            lane.log = None
+        if had_log and self._storage is not None:
             self._storage.delete_log(self.key)
-        self._log = None
 
     # ------------------------------------------------------------ consumers
 

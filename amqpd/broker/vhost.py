@@ -4,7 +4,8 @@ Owns declare / delete / bind / unbind with RabbitMQ's rules and reply texts: the
 exchange and the reserved `amq.` prefix (403), missing entities (404), exclusive queues of
 another connection (405), inequivalent redeclares and if-unused / if-empty (406), unknown
 exchange types (503). Routing follows exchange-to-exchange bindings and alternate
-exchanges, visiting each exchange once, and adds CC/BCC routing keys.
+exchanges, visiting each exchange once, and adds CC/BCC routing keys. Holds the vhost's
+policies and gives each queue and exchange the one that applies to it.
 
 Synchronous and pure; imports amqpd.codec, amqpd.errors and broker.* only.
 """
@@ -39,8 +40,10 @@ from amqpd.broker.durability import DeferredAcks, DurabilityWatch
 from amqpd.broker.exchanges import EXCHANGE_TYPES, DirectExchange, Exchange
 from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.message import Message
+from amqpd.broker.policies import Policy, choose
 from amqpd.broker.ports import DefinitionLog, MessageLog, QueueStorage
-from amqpd.broker.queue import Durability, Queue, Refused, queue_key
+from amqpd.broker.queue import Durability, Queue, Refused, lane_count, queue_key
+from amqpd.broker.queue_settings import QueueSettings
 from amqpd.broker.timers import Timers
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import FLAG_HEADERS
@@ -110,6 +113,7 @@ class VirtualHost:
         self.durability = self.services.durability
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        self.policies: tuple[Policy, ...] = ()
         self._restoring = False  # replaying stored definitions: nothing to write back
         # Only the default exchange's name and type matter; routing to it is by queue name.
         self.default_exchange = DirectExchange(DEFAULT_EXCHANGE, name, durable=True)
@@ -121,6 +125,17 @@ class VirtualHost:
 
     def __repr__(self) -> str:
         return f"<VirtualHost {self.name!r}>"
+
+    def set_policies(self, policies: Iterable[Policy]) -> None:
+        """Replace the policies; every queue and exchange follows the one now its own."""
+        self.policies = tuple(policies)
+        now_ms = self.services.timers.clock_ms()
+        for exchange in self.exchanges.values():
+            exchange.policy = choose(self.policies, "exchange", exchange.name)
+        for queue in list(self.queues.values()):
+            policy = choose(self.policies, "queue", queue.name)
+            if policy is not queue.policy:
+                queue.apply_policy(policy, now_ms)
 
     # ------------------------------------------------------------ exchanges
 
@@ -182,6 +197,7 @@ class VirtualHost:
             internal=internal,
             arguments=arguments,
         )
+        exchange.policy = choose(self.policies, "exchange", name)
         self.exchanges[name] = exchange
         if durable:
             self._persist(
@@ -309,11 +325,15 @@ class VirtualHost:
         owner: object,
         auto_delete: bool,
         arguments: FieldTable,
-        log: MessageLog | None = None,
+        logs: Sequence[MessageLog] | None = None,
     ) -> Queue:
         services = self.services
-        if durable and log is None and services.storage is not None:
-            log = services.storage.create_log(queue_key(self.name, name), durable=True)
+        if durable and logs is None and services.storage is not None:
+            logs = services.storage.create_log(
+                queue_key(self.name, name),
+                durable=True,
+                partitions=lane_count(QueueSettings.from_arguments(arguments)),
+            )
         queue = Queue(
             name,
             self.name,
@@ -323,8 +343,9 @@ class VirtualHost:
             arguments=arguments,
             memory=services.memory,
             storage=services.storage,
-            log=log,
+            logs=logs,
             timers=services.timers,
+            policy=choose(self.policies, "queue", name),
         )
         queue.on_unused = self._delete_unused
         queue.dead_letter = self._dead_letter
@@ -455,7 +476,9 @@ class VirtualHost:
             self.services.definitions_ticket = journal.delete(definition.key)
 
     def restore(
-        self, definitions: Iterable[Definition], recovered_log: Callable[[str], MessageLog | None]
+        self,
+        definitions: Iterable[Definition],
+        recovered_log: Callable[[str], Sequence[MessageLog] | None],
     ) -> list[str]:
         """Rebuild durable exchanges, queues (with their recovered logs) and bindings.
 
@@ -474,7 +497,7 @@ class VirtualHost:
         return skipped
 
     def _restore_one(
-        self, definition: Definition, recovered_log: Callable[[str], MessageLog | None]
+        self, definition: Definition, recovered_log: Callable[[str], Sequence[MessageLog] | None]
     ) -> str | None:
         if isinstance(definition, ExchangeDefinition):
             cls = EXCHANGE_TYPES.get(definition.type_name)
@@ -491,7 +514,14 @@ class VirtualHost:
                 )
             return None
         if isinstance(definition, QueueDefinition):
-            log = recovered_log(queue_key(self.name, definition.name))
+            logs = recovered_log(queue_key(self.name, definition.name))
+            if logs is not None:
+                expected = lane_count(QueueSettings.from_arguments(definition.arguments))
+                if len(logs) != expected:
+                    return (
+                        f"queue '{definition.name}': its log has {len(logs)} partition(s), "
+                        f"its arguments call for {expected}"
+                    )
             self._add_queue(
                 definition.name,
                 True,
@@ -499,7 +529,7 @@ class VirtualHost:
                 None,
                 definition.auto_delete,
                 definition.arguments,
-                log,
+                logs,
             )
             return None
         source = self.exchanges.get(definition.source)

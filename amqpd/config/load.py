@@ -52,14 +52,18 @@ def _describe(error: BaseException, expected: Any) -> str:
     if isinstance(error, (TypeError, ValueError)) and not isinstance(
         error, ForbiddenExtraKeysError
     ):
+        if len(error.args) > 1 and isinstance(error.args[0], str):
+            return error.args[0]  # attrs' validators add the attribute and the value
         return str(error)
     return format_exception(error, expected)
 
 
 def _locate(source: str, reason: str) -> str:
-    """'expected int @ .limits.port' -> 'amqpd.yaml: limits.port: expected int'."""
+    """'expected int @ .limits.port' -> 'amqpd.yaml: limits.port: expected int'.
+    (Checks across keys have no path; their message names the keys.)"""
     message, _, path = reason.rpartition(" @ ")
-    return f"{source}: {path.lstrip('.') or 'top level'}: {message}"
+    path = path.lstrip(".")
+    return f"{source}: {path}: {message}" if path else f"{source}: {message}"
 
 
 def parse(data: object, source: str) -> ServerConfig:

@@ -8,6 +8,7 @@ Pure; imports attrs only.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Final
 
@@ -108,6 +109,80 @@ def _default_users() -> tuple[User, ...]:
     return (User("guest", GUEST_PASSWORD_HASH, ("/",), ("administrator",)),)
 
 
+POLICY_APPLY_TO: Final = ("queues", "exchanges", "all")
+# What a policy may set (RabbitMQ's policy keys), with the values each takes: integer keys
+# with their least value, keys with a fixed set of values, and string keys.
+POLICY_INTEGER_KEYS: Final = {
+    "message-ttl": 0,
+    "expires": 1,
+    "max-length": 0,
+    "max-length-bytes": 0,
+    "delivery-limit": 0,
+    "consumer-timeout": 1,
+}
+POLICY_CHOICE_KEYS: Final = {"overflow": ("drop-head", "reject-publish", "reject-publish-dlx")}
+POLICY_STRING_KEYS: Final = (
+    "dead-letter-exchange",
+    "dead-letter-routing-key",
+    "alternate-exchange",
+)
+
+
+def _regex(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ValueError(f"'{attribute.name}' is not a valid regular expression: {error}") from None
+
+
+def _policy_definition(
+    _: object, __: attrs.Attribute[dict[str, str | int]], value: dict[str, str | int]
+) -> None:
+    if not value:
+        raise ValueError("'definition' sets nothing")
+    for key, setting in value.items():
+        if key in POLICY_INTEGER_KEYS:
+            least = POLICY_INTEGER_KEYS[key]
+            if type(setting) is not int or setting < least:
+                raise ValueError(f"definition '{key}' must be an integer >= {least}: {setting!r}")
+        elif key in POLICY_CHOICE_KEYS:
+            if setting not in POLICY_CHOICE_KEYS[key]:
+                choices = ", ".join(POLICY_CHOICE_KEYS[key])
+                raise ValueError(f"definition '{key}' must be one of {choices}: {setting!r}")
+        elif key in POLICY_STRING_KEYS:
+            if type(setting) is not str:
+                raise ValueError(f"definition '{key}' must be a string: {setting!r}")
+        else:
+            known = ", ".join([*POLICY_INTEGER_KEYS, *POLICY_CHOICE_KEYS, *POLICY_STRING_KEYS])
+            raise ValueError(f"definition '{key}' is not a policy key (known: {known})")
+
+
+@attrs.frozen
+class Policy:
+    """Settings for the queues and exchanges of a vhost whose names match `pattern`, as a
+    RabbitMQ policy: only the matching policy of highest priority applies."""
+
+    name: str
+    pattern: str = attrs.field(validator=_regex)
+    definition: dict[str, str | int] = attrs.field(validator=_policy_definition)
+    vhost: str = "/"
+    apply_to: str = attrs.field(default="all", validator=v.in_(POLICY_APPLY_TO))
+    priority: int = 0
+
+
+def _policies(
+    config: ServerConfig, _: attrs.Attribute[tuple[Policy, ...]], value: tuple[Policy, ...]
+) -> None:
+    seen: set[tuple[str, str]] = set()
+    for index, policy in enumerate(value):
+        where = f"policies[{index}] ('{policy.name}')"
+        if policy.vhost not in config.vhosts:
+            raise ValueError(f"{where}: vhost '{policy.vhost}' is not in 'vhosts'")
+        if (policy.vhost, policy.name) in seen:
+            raise ValueError(f"{where}: a second policy of that name in vhost '{policy.vhost}'")
+        seen.add((policy.vhost, policy.name))
+
+
 @attrs.frozen
 class ServerConfig:
     listeners: tuple[Listener, ...] = (Listener(),)
@@ -115,6 +190,8 @@ class ServerConfig:
     limits: Limits = Limits()
     storage: Storage = Storage()
     vhosts: tuple[str, ...] = ("/",)
+    # Re-read on SIGHUP and applied to the queues and exchanges already there.
+    policies: tuple[Policy, ...] = attrs.field(default=(), validator=_policies)
     users: tuple[User, ...] = attrs.field(factory=_default_users)
     # Users who may log in only from a loopback address, as RabbitMQ's loopback_users.
     loopback_users: tuple[str, ...] = ("guest",)

@@ -207,15 +207,16 @@ class StoreDriver:
 
 
 class StoreQueueStorage:
-    """The broker's QueueStorage port on the store: one single-partition log per queue."""
+    """The broker's QueueStorage port on the store: one log per queue, one partition per
+    lane."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def create_log(self, key: str, *, durable: bool) -> Partition:
+    def create_log(self, key: str, *, durable: bool, partitions: int = 1) -> list[Partition]:
         if key in self.store.logs:  # left over: a transient log from before, say
             self.store.delete_log(key)
-        return self.store.create_log(key, durable=durable).partition(0)
+        return self.store.create_log(key, durable=durable, partitions=partitions).partitions
 
     def delete_log(self, key: str) -> None:
         if key in self.store.logs:

@@ -98,6 +98,9 @@ def test_an_own_expiration_expires_wherever_the_message_is(world: World) -> None
     world.advance(50)
     assert world.deaths("dlq") == [("short", "expired", 1)]
     assert world.bodies("q") == [b"long", b"none"]
+    # Passing the expired entry on the way out neither delivers nor dead-letters it again.
+    assert world.deaths("dlq") == []
+    assert world.vhost.queues["q"].message_count == 0
 
 
 def test_expiry_behind_the_head_of_a_paged_queue() -> None:
@@ -125,7 +128,7 @@ def test_a_deadline_read_back_from_the_log_counts_from_when_it_was_written() -> 
     # A restart 600 ms later: a new broker over the same log.
     later = World(with_storage=True)
     later.clock.now_ms = world.clock.now_ms + 600
-    later.vhost._add_queue("q", True, False, None, False, {"x-message-ttl": 1000}, log)
+    later.vhost._add_queue("q", True, False, None, False, {"x-message-ttl": 1000}, [log])
     assert later.vhost.queues["q"].message_count == 1
     later.clock.now_ms += 400  # 1000 ms after it was written: expired
     assert later.channel.get("q", no_ack=True) is None

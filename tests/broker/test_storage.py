@@ -207,7 +207,7 @@ def test_a_recovered_log_serves_its_messages_redelivered_below_the_watermark(
 
     restarted = VirtualHost("/", services(storage))
     restarted.restore([], lambda key: None)
-    restarted._add_queue("q", True, False, None, False, {}, log)  # as restore does
+    restarted._add_queue("q", True, False, None, False, {}, [log])  # as restore does
     again = Client(restarted)
     channel, sink = again.channel()
     assert restarted.queues["q"].message_count == 3

@@ -191,3 +191,24 @@ def test_dead_letter_headers_and_deadlines_survive_kill_9(broker: BrokerProcess)
         channel.connection.process_data_events(time_limit=0.05)
     assert properties.headers["x-death"][0]["reason"] == "expired"
     assert channel.queue_declare("expires", passive=True).method.message_count == 0
+
+
+def test_a_priority_queue_keeps_its_order_across_kill_9(broker: BrokerProcess) -> None:
+    broker.start()
+    channel = connect(broker).channel()
+    channel.confirm_delivery()
+    channel.queue_declare("prio", durable=True, arguments={"x-max-priority": 5})
+    for index, priority in enumerate([0, 5, 2, 9, 2, 0]):
+        properties = pika.BasicProperties(delivery_mode=2, priority=priority)
+        channel.basic_publish("", "prio", f"{index}:{priority}".encode(), properties)
+    restart(broker, signal.SIGKILL)
+
+    channel = connect(broker).channel()
+    assert [body for body, _ in drain(channel, "prio")] == [
+        b"1:5",
+        b"3:9",
+        b"2:2",
+        b"4:2",
+        b"0:0",
+        b"5:0",
+    ]

@@ -78,16 +78,21 @@ class MemoryLog:
 
 class MemoryStorage:
     def __init__(self) -> None:
-        self.logs: dict[str, MemoryLog] = {}
+        self.partitions: dict[str, list[MemoryLog]] = {}
         self.deleted: list[str] = []
 
-    def create_log(self, key: str, *, durable: bool) -> MemoryLog:
-        assert key not in self.logs, key
-        log = self.logs[key] = MemoryLog()
-        return log
+    @property
+    def logs(self) -> dict[str, MemoryLog]:
+        """Each log's first partition (the only one but for priority queues)."""
+        return {key: partitions[0] for key, partitions in self.partitions.items()}
+
+    def create_log(self, key: str, *, durable: bool, partitions: int = 1) -> list[MemoryLog]:
+        assert key not in self.partitions, key
+        created = self.partitions[key] = [MemoryLog() for _ in range(partitions)]
+        return created
 
     def delete_log(self, key: str) -> None:
-        del self.logs[key]
+        del self.partitions[key]
         self.deleted.append(key)
 
 

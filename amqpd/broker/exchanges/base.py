@@ -4,7 +4,7 @@ An exchange only routes: given a message (and the routing keys it carries, CC in
 it names destinations. It never touches queue contents. Each type is a small subclass
 that indexes its bindings for `route`.
 
-Synchronous and pure; imports attrs, amqpd.codec and broker.binding/message only.
+Synchronous and pure; imports amqpd.codec and broker.binding/message/policies only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from amqpd.broker.binding import Binding, BindingKey, Destination
 from amqpd.broker.message import Message
+from amqpd.broker.policies import Policy, exchange_alternate
 from amqpd.codec.fields import FieldTable
 
 
@@ -27,6 +28,7 @@ class Exchange(Destination):
         "durable",
         "internal",
         "name",
+        "policy",
         "vhost",
     )
     kind: ClassVar[str] = "exchange"
@@ -49,6 +51,7 @@ class Exchange(Destination):
         self.internal = internal
         self.arguments: FieldTable = arguments or {}
         self.bindings: dict[BindingKey, Binding] = {}
+        self.policy: Policy | None = None  # set by the vhost
         self._init_index()
 
     def __repr__(self) -> str:
@@ -56,8 +59,7 @@ class Exchange(Destination):
 
     @property
     def alternate_exchange(self) -> str | None:
-        value = self.arguments.get("alternate-exchange")
-        return value if isinstance(value, str) else None
+        return exchange_alternate(self.arguments, self.policy)
 
     def add_binding(self, binding: Binding) -> bool:
         """Add a binding; False if an identical one exists already."""
