@@ -177,7 +177,9 @@ class Lane:
             message = from_stored(record.payload, message)
             entry = QueueEntry(offset, message, self, True)
             if offset < delivered_below:
-                entry.delivery_count = 1  # delivered before a restart: redelivered now
+                # Delivered before a restart: redelivered now, counted where a delivery
+                # limit kept count.
+                entry.delivery_count = log.counter(offset) or 1
             if timed or message.flags & FLAG_EXPIRATION:
                 # The record's time is when it was enqueued: the deadline survives restarts.
                 queue.read_back_deadline(entry, record.timestamp_ms)

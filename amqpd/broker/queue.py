@@ -641,10 +641,13 @@ class Queue(Destination):
             entry.lane.ack(entry.offset)
 
     def note_delivered(self, entry: QueueEntry) -> None:
-        """Remember that a stored entry went out, so a restart flags it redelivered."""
+        """Remember that a stored entry went out, so a restart flags it redelivered; with a
+        delivery limit, remember how often (a restart keeps counting from there)."""
         log = entry.lane.log
         if entry.stored and log is not None:
             log.note_delivered(entry.offset)
+            if self.settings.delivery_limit is not None:
+                log.set_counter(entry.offset, entry.delivery_count)
 
     def purge(self) -> int:
         """Drop every ready message; unacked ones stay with their channels."""

@@ -24,6 +24,8 @@ from amqpd.store.record import OFFSET_LIMIT, RANGE, U64, FormatError
 ACK_RANGES: Final = 1
 DELIVERED: Final = 2
 SNAPSHOT: Final = 3
+COUNTERS: Final = 4
+COUNTERS_PER_RECORD: Final = 4096
 
 _SNAPSHOT_HEAD: Final = RANGE  # acked_below u64 | delivered_below u64
 
@@ -243,11 +245,28 @@ def encode_delivered(delivered_below: int) -> bytes:
     return U64.pack(delivered_below)
 
 
+def encode_counters(counters: Iterable[tuple[int, int]]) -> bytes:
+    """(offset, value) pairs."""
+    return b"".join(RANGE.pack(offset, value) for offset, value in counters)
+
+
+def decode_counters(payload: bytes) -> list[tuple[int, int]]:
+    if len(payload) % RANGE.size:
+        raise FormatError(f"counters payload of {len(payload)} bytes")
+    return [
+        (int(offset), int(value))
+        for offset, value in (
+            RANGE.unpack_from(payload, position) for position in range(0, len(payload), RANGE.size)
+        )
+    ]
+
+
 class AckReplay:
     """The state an ack journal's records describe, rebuilt record by record."""
 
     def __init__(self) -> None:
         self.acks = AckSet()
+        self.counters: dict[int, int] = {}
         self.delivered_below = 0
         self.highest_offset = 0  # one past the highest offset any record mentions
 
@@ -270,7 +289,10 @@ class AckReplay:
             ranges = decode_ranges(payload, _SNAPSHOT_HEAD.size)
             self.acks = AckSet(acked_below)
             self.acks.merge(ranges)
+            self.counters = {}
             self.delivered_below = delivered
             self.highest_offset = max(self.highest_offset, acked_below, *(end for _, end in ranges))
+        elif kind == COUNTERS:
+            self.counters.update(decode_counters(payload))
         else:
             raise FormatError(f"unknown ack journal record kind {kind}")

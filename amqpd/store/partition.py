@@ -40,11 +40,14 @@ from zlib import crc32
 
 from amqpd.store.acks import (
     ACK_RANGES,
+    COUNTERS,
+    COUNTERS_PER_RECORD,
     DELIVERED,
     SNAPSHOT,
     AckReplay,
     AckSet,
     PendingAcks,
+    encode_counters,
     encode_delivered,
     encode_ranges,
     encode_snapshot,
@@ -105,6 +108,7 @@ class Partition:
         "_bases",
         "_check_high",
         "_check_low",
+        "_counters",
         "_cursor_after",
         "_cursor_high",
         "_cursor_index",
@@ -119,6 +123,7 @@ class Partition:
         "_journaled_delivered",
         "_ordered",
         "_pending_acks",
+        "_pending_counters",
         "_read_bytes_max",
         "_segment_bytes_max",
         "_segments",
@@ -157,6 +162,8 @@ class Partition:
         self._journaled_delivered = 0
         self._acks = AckSet()
         self._pending_acks = PendingAcks()  # acked, not yet in the journal (durable logs)
+        self._counters: dict[int, int] = {}  # set_counter's values, for live offsets
+        self._pending_counters: dict[int, int] = {}  # not yet in the journal
         self._journal: JournalFile | None = (
             JournalFile(store, directory / ACK_JOURNAL_NAME, ACK_JOURNAL_MAGIC, durable=True)
             if self.durable
@@ -277,6 +284,9 @@ class Partition:
 
     def ack(self, offset: int) -> None:
         """Ack one offset (idempotent; offsets that never existed are ignored)."""
+        if self._counters:
+            self._counters.pop(offset, None)
+            self._pending_counters.pop(offset, None)
         if 0 <= offset < self.next_offset and self._acks.add(offset):
             if self.durable:
                 self._pending_acks.add(offset, offset + 1)
@@ -291,6 +301,8 @@ class Partition:
         """Ack every offset in [start, end)."""
         start = max(start, 0)
         end = min(end, self.next_offset)
+        if self._counters:
+            self._drop_counters(start, end)
         if start < end and self._acks.add_range(start, end):
             if self.durable:
                 self._pending_acks.add(start, end)
@@ -303,6 +315,26 @@ class Partition:
             self._check_high = high
         if not self._dirty:
             self._make_dirty()
+
+    def set_counter(self, offset: int, value: int) -> None:
+        """Keep a number with a live record until it is acked (a durable log journals it,
+        so a restart finds it); what it counts is the caller's business."""
+        if not 0 <= offset < self.next_offset or offset in self._acks:
+            return
+        self._counters[offset] = value
+        if self.durable:
+            self._pending_counters[offset] = value
+            if not self._dirty:
+                self._make_dirty()
+
+    def counter(self, offset: int) -> int:
+        """The value set_counter last kept for `offset` (0 if none)."""
+        return self._counters.get(offset, 0)
+
+    def _drop_counters(self, start: int, end: int) -> None:
+        for offset in [offset for offset in self._counters if start <= offset < end]:
+            del self._counters[offset]
+            self._pending_counters.pop(offset, None)
 
     def note_delivered(self, offset: int) -> None:
         """Raise the persisted "delivered" watermark to offset + 1."""
@@ -652,6 +684,9 @@ class Partition:
         if delivered > self._journaled_delivered:
             journal.append(DELIVERED, encode_delivered(delivered))
             self._journaled_delivered = delivered
+        if self._pending_counters:
+            self._append_counters(journal, sorted(self._pending_counters.items()))
+            self._pending_counters.clear()
         if journal.pending:
             journal.write()  # on failure the records stay buffered and are retried
         # Compact past the limit, unless the snapshot itself would be half as large (with
@@ -659,6 +694,11 @@ class Partition:
         snapshot_bytes = 64 + RANGE.size * self._acks.range_count
         if journal.size > max(self._store.settings.ack_journal_bytes_max, 2 * snapshot_bytes):
             self._store._compaction_wanted(self)
+
+    @staticmethod
+    def _append_counters(journal: JournalFile, counters: list[tuple[int, int]]) -> None:
+        for at in range(0, len(counters), COUNTERS_PER_RECORD):
+            journal.append(COUNTERS, encode_counters(counters[at : at + COUNTERS_PER_RECORD]))
 
     def _delete_acked_segments(self) -> None:
         segments = self._segments
@@ -722,6 +762,15 @@ class Partition:
         data = encode_file_header(ACK_JOURNAL_MAGIC) + encode_record(
             SNAPSHOT, sequence, 0, encode_snapshot(below, delivered, ranges)
         )
+        # The snapshot clears the counters on replay: the live ones follow it.
+        counters = sorted(self._counters.items())
+        self._pending_counters.clear()
+        for at in range(0, len(counters), COUNTERS_PER_RECORD):
+            sequence = journal.next_sequence
+            journal.next_sequence += 1
+            data += encode_record(
+                COUNTERS, sequence, 0, encode_counters(counters[at : at + COUNTERS_PER_RECORD])
+            )
         self._journaled_delivered = max(self._journaled_delivered, delivered)
         self.compacting = True
         return journal.path.with_name(journal.path.name + TMP_SUFFIX), journal.path, data
@@ -741,6 +790,7 @@ class Partition:
             self.written_offset < self.next_offset  # a new segment waited for this
             or (self._pending_acks and self._pending_acks.lowest() < self.durable_offset)
             or self.delivered_below > self._journaled_delivered
+            or self._pending_counters
         ):
             self._make_dirty()
 
@@ -855,6 +905,11 @@ class Partition:
             acks.add_range(start, end)
         acks.add_range(previous + 1, next_offset)
         self._acks = acks
+        self._counters = {
+            offset: value
+            for offset, value in replay.counters.items()
+            if offset < next_offset and offset not in acks
+        }
         self.next_offset = self.written_offset = self.durable_offset = next_offset
         self.delivered_below = self._journaled_delivered = min(replay.delivered_below, next_offset)
         for start, end in discarded:

@@ -43,6 +43,10 @@ Record kinds are the caller's in segments. The store's own files use these kinds
     ack journal  1 ACK_RANGES  payload: (start u64, end u64)*   offsets [start, end) acked
                  2 DELIVERED   payload: delivered_below u64
                  3 SNAPSHOT    payload: acked_below u64 | delivered_below u64 | (start, end)*
+                 4 COUNTERS    payload: (offset u64, value u64)*   the caller's counter
+                                        for each offset (a later record wins; a
+                                        SNAPSHOT clears them, the COUNTERS after it
+                                        restore the live ones)
     definitions  1 PUT         payload: key_length u32 | key | value
                  2 DELETE      payload: key
     meta         1 META        payload: UTF-8 JSON {"name", "durable", "partitions"}

@@ -212,3 +212,24 @@ def test_a_priority_queue_keeps_its_order_across_kill_9(broker: BrokerProcess) -
         b"0:0",
         b"5:0",
     ]
+
+
+def test_delivery_counts_survive_kill_9(broker: BrokerProcess) -> None:
+    broker.start()
+    channel = connect(broker).channel()
+    channel.confirm_delivery()
+    channel.queue_declare("limited", durable=True, arguments={"x-delivery-limit": 5})
+    channel.basic_publish("", "limited", b"m", PERSISTENT)
+    for _ in range(2):
+        method, _, _ = channel.basic_get("limited")
+        assert method is not None
+        channel.basic_nack(method.delivery_tag, requeue=True)
+    method, properties, _ = channel.basic_get("limited")  # the third delivery, held
+    assert method is not None and properties.headers["x-delivery-count"] == 2
+    restart(broker, signal.SIGKILL)
+
+    channel = connect(broker).channel()
+    method, properties, _ = channel.basic_get("limited")
+    # The crash returned it a third time, as a closed channel would have.
+    assert method is not None and method.redelivered
+    assert properties.headers["x-delivery-count"] == 3

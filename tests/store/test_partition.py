@@ -429,3 +429,42 @@ def test_reads_keep_up_with_unwritten_records(store: Store) -> None:
     rng = random.Random(11)
     for start in rng.sample(range(2000), 50):
         assert partition.read(start, 1)[0].payload == b"u%d" % start
+
+
+def test_counters_survive_a_restart_until_their_records_are_acked(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    partition = store.create_log("q", durable=True).partition()
+    for index in range(5):
+        partition.append(1, index, b"m")
+    partition.set_counter(1, 3)
+    partition.set_counter(2, 1)
+    partition.set_counter(2, 2)  # the last value wins
+    partition.set_counter(3, 7)
+    partition.set_counter(99, 1)  # never appended: ignored
+    partition.ack(3)
+    partition.set_counter(3, 8)  # acked: ignored
+    assert [partition.counter(offset) for offset in range(5)] == [0, 3, 2, 0, 0]
+    settle(store)
+    store.close()
+    reopened = open_store(tmp_path).logs["q"].partition()
+    assert [reopened.counter(offset) for offset in range(5)] == [0, 3, 2, 0, 0]
+    reopened.ack_range(0, 2)
+    assert reopened.counter(1) == 0
+
+
+def test_counters_are_kept_through_journal_compactions(tmp_path: Path) -> None:
+    store = open_store(tmp_path)  # SMALL: the ack journal compacts past 2 KiB
+    partition = store.create_log("q", durable=True).partition()
+    for index in range(600):
+        partition.append(1, index, b"m")
+    settle(store)
+    partition.set_counter(599, 4)
+    journal = partition.directory / "acks.journal"
+    for offset in range(598):  # one journal record per ack: it compacts again and again
+        partition.ack(offset)
+        settle(store)
+    assert journal.stat().st_size < 2048
+    store.close()
+    reopened = open_store(tmp_path).logs["q"].partition()
+    assert reopened.counter(599) == 4
+    assert reopened.live_count == 2

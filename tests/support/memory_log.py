@@ -20,6 +20,7 @@ class MemoryLog:
         self.next_offset = 0
         self.durable_offset = 0
         self.delivered_below = 0
+        self.counters: dict[int, int] = {}
         self.appends = 0
 
     # MessageLog ------------------------------------------------------------
@@ -66,6 +67,13 @@ class MemoryLog:
 
     def note_delivered(self, offset: int) -> None:
         self.delivered_below = max(self.delivered_below, offset + 1)
+
+    def set_counter(self, offset: int, value: int) -> None:
+        if offset in self.records and offset not in self.acked:
+            self.counters[offset] = value
+
+    def counter(self, offset: int) -> int:
+        return 0 if offset in self.acked else self.counters.get(offset, 0)
 
     # test controls ---------------------------------------------------------
 
