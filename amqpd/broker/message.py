@@ -107,6 +107,12 @@ class Message:
         body_at = header_at + header_length
         return cls(exchange, routing_key, payload[header_at:body_at], payload[body_at:], route)
 
+    @staticmethod
+    def stored_flags(payload: bytes) -> int:
+        """The property flags of the message a log record holds, without decoding it."""
+        header_length_at = 2 + payload[0] + payload[1 + payload[0]]
+        return _FLAGS_AT(payload, header_length_at + 4 + PROPERTY_FLAGS_OFFSET)[0]
+
     @property
     def properties(self) -> BasicProperties:
         properties = self._properties

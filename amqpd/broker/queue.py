@@ -69,6 +69,8 @@ class Refused:
 
 
 REFUSED: Final = Refused()
+# Records a recovered queue reads per wake-up while it looks for messages' own deadlines.
+RECOVERY_SCAN_RECORDS: Final = 1024
 
 # (queue, message, reason, now_ms) -> what the dead-lettered copies wait on to be durable
 DeadLetter = Callable[["Queue", Message, str, int], list[Durability]]
@@ -198,6 +200,9 @@ class Queue(Destination):
         if self._ttl_ms is not None and self._ready_count:
             # Recovered messages: find the heads' deadlines (from their records' times).
             self._wake_at(self.last_used_ms)
+        if self._ready_count:
+            # Recovered messages with their own expiration may lie anywhere: find them.
+            self._timers.schedule(self.last_used_ms, RecoveredDeadlines(self))
 
     def __repr__(self) -> str:
         return f"<Queue {self.name!r} in vhost {self.vhost!r}>"
@@ -526,6 +531,27 @@ class Queue(Destination):
             self._ready_bytes -= message.body_size
         self._ack_after(lane, offset, self._dead_letter_message(message, REASON_EXPIRED, now_ms))
 
+    def scan_for_deadlines(self, lane: Lane, start: int, end: int, records_max: int) -> int:
+        """Track the own deadlines of messages in [start, end) of a lane that are still
+        only on disk; returns where to go on from (`end` when done)."""
+        log = lane.log
+        start = max(start, lane.disk_from)
+        if log is None or start >= end:
+            return end
+        records = log.read(start, records_max)
+        stored_flags = Message.stored_flags
+        for record in records:
+            if record.offset >= end:
+                return end
+            if stored_flags(record.payload) & FLAG_EXPIRATION:
+                message = Message.from_stored(record.payload)
+                expires_at_ms = self._deadline(message, record.timestamp_ms)
+                if expires_at_ms is not None:
+                    self._track_deadline(
+                        expires_at_ms, lane.index, record.offset, None, record.timestamp_ms
+                    )
+        return records[-1].offset + 1 if len(records) == records_max else end
+
     def _open_paging_log(self, lane: Lane) -> MessageLog:
         """A transient queue outgrew memory: one log, a partition per lane."""
         if self._storage is None:
@@ -786,3 +812,29 @@ class Queue(Destination):
         else:
             self.unacked_count += 1
         consumer.channel.deliver(consumer, entry)
+
+
+class RecoveredDeadlines:
+    """After a restart, finds the messages of a recovered queue whose own expiration
+    (the expiration property) lies behind the head, a batch per wake-up so that the node
+    serves meanwhile: each then expires on time wherever it is, as before the restart."""
+
+    __slots__ = ("ends", "positions", "queue")
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self.positions = [lane.disk_from for lane in queue._lanes]
+        self.ends = [lane.tail for lane in queue._lanes]  # newer messages are tracked
+
+    def on_timer(self, now_ms: int) -> None:
+        queue = self.queue
+        if queue.deleted:
+            return
+        for index, lane in enumerate(queue._lanes):
+            end = self.ends[index]
+            if self.positions[index] < end:
+                self.positions[index] = queue.scan_for_deadlines(
+                    lane, self.positions[index], end, RECOVERY_SCAN_RECORDS
+                )
+                queue._timers.schedule(now_ms, self)  # the next batch at the next wake-up
+                return

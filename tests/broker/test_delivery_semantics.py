@@ -134,6 +134,31 @@ def test_a_deadline_read_back_from_the_log_counts_from_when_it_was_written() -> 
     assert later.channel.get("q", no_ack=True) is None
 
 
+def test_after_a_restart_an_own_expiration_behind_the_head_still_expires_on_time() -> None:
+    world = World(with_storage=True)
+    world.declare("q", durable=True, **DLX)
+    for index in range(3000):  # more than one scan batch before it
+        world.publish("q", b"keep%d" % index, **PERSISTENT)
+    world.publish("q", b"short", expiration="500", **PERSISTENT)
+    world.publish("q", b"after", **PERSISTENT)
+    log = world.vhost.queues["q"].log
+    assert isinstance(log, MemoryLog)
+    later = World(with_storage=True)  # a restart 100 ms later, over the same log
+    later.clock.now_ms = world.clock.now_ms + 100
+    later.declare("dlq")
+    later.vhost._add_queue("q", True, False, None, False, DLX, [log])
+    queue = later.vhost.queues["q"]
+    assert queue.message_count == 3002
+    for _ in range(3):  # the scan goes a batch per wake-up
+        later.advance(0)
+    later.advance(399)
+    assert later.deaths("dlq") == []
+    later.advance(1)
+    assert later.deaths("dlq") == [("short", "expired", 1)]
+    assert queue.message_count == 3001
+    assert log.live()[-1] == 3001 and 3000 not in log.live()
+
+
 def test_drop_head_keeps_the_newest(world: World) -> None:
     world.declare("dlq")
     world.declare("q", **{"x-max-length": 2}, **DLX)

@@ -45,6 +45,7 @@ def test_stored_messages_read_back_the_same_in_sequence(
         assert same(read, original)
         assert read.persistent == (delivery_mode == 2)
         assert read.encoded_route == original.stored_form()[: len(read.encoded_route or b"")]
+        assert Message.stored_flags(original.stored_form()) == original.flags
         previous = read
 
 
