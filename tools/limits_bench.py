@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """S2 (1P/1C, 1 KB transient, confirms<=100, prefetch 100, multi-ack 10) on a plain
-queue and on a queue with x-message-ttl, x-max-length and a dead-letter exchange, runs
-interleaved against one amqpd; prints the median consume rates and their ratio.
+queue, on a queue with x-message-ttl, x-max-length and a dead-letter exchange, and on a
+priority queue (x-max-priority 10), runs interleaved against one amqpd; prints the median
+consume rates and their ratios to the plain queue's.
 
     tools/limits_bench.py --perf /path/to/amqp-perf [--repeats 3] [--duration 10]
 """
@@ -54,17 +55,25 @@ def main() -> None:
                 channel.queue_declare("limits-dlq")
                 channel.queue_declare("limits-plain")
                 channel.queue_declare("limits-set", arguments=LIMITED)
-            rates: dict[str, list[float]] = {"limits-plain": [], "limits-set": []}
+                channel.queue_declare("limits-priority", arguments={"x-max-priority": 10})
+            rates: dict[str, list[float]] = {
+                "limits-plain": [],
+                "limits-set": [],
+                "limits-priority": [],
+            }
             for _ in range(args.repeats):
                 for queue, got in rates.items():
                     got.append(run(args.perf, broker.url, queue, args.duration))
         finally:
             broker.stop()
     plain = statistics.median(rates["limits-plain"])
-    limited = statistics.median(rates["limits-set"])
     print(f"S2 plain queue: {plain:,.0f} msg/s {rates['limits-plain']}")
-    print(f"S2 TTL + max-length + DLX: {limited:,.0f} msg/s {rates['limits-set']}")
-    print(f"ratio: {limited / plain:.3f}")
+    for queue, label in (
+        ("limits-set", "TTL + max-length + DLX"),
+        ("limits-priority", "x-max-priority 10"),
+    ):
+        median = statistics.median(rates[queue])
+        print(f"S2 {label}: {median:,.0f} msg/s {rates[queue]}, ratio {median / plain:.3f}")
 
 
 if __name__ == "__main__":

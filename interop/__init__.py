@@ -1,0 +1,1 @@
+"""Compatibility checks against real clients and against RabbitMQ itself (see README.md)."""
