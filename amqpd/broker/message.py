@@ -111,7 +111,8 @@ class Message:
     def stored_flags(payload: bytes) -> int:
         """The property flags of the message a log record holds, without decoding it."""
         header_length_at = 2 + payload[0] + payload[1 + payload[0]]
-        return _FLAGS_AT(payload, header_length_at + 4 + PROPERTY_FLAGS_OFFSET)[0]
+        flags: int = _FLAGS_AT(payload, header_length_at + 4 + PROPERTY_FLAGS_OFFSET)[0]
+        return flags
 
     @property
     def properties(self) -> BasicProperties:
