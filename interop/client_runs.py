@@ -149,6 +149,7 @@ CLIENTS: dict[str, Callable[[BrokerProcess], None]] = {
     "pika BlockingConnection": python_module("interop.clients.pika_blocking"),
     "pika SelectConnection": python_module("interop.clients.pika_select"),
     "aio-pika robust, across a restart": aio_pika_across_a_restart,
+    "kombu Producer and Consumer": python_module("interop.clients.kombu_plain"),
     "kombu + Celery worker, across a restart": celery_worker_across_a_restart,
     "Node.js amqplib": node_amqplib,
     "C client (amqp-tools)": amqp_tools,
