@@ -113,10 +113,6 @@ class Lane:
             self.disk_from = log.acked_below
             self.delivered_below = log.delivered_below
 
-    def is_empty(self) -> bool:
-        """Nothing ready here, gone entries and acked records aside (reads ahead if needed)."""
-        return self.peek() is None
-
     def peek(self) -> QueueEntry | None:
         """The lowest ready entry, left in place."""
         returned = self.returned

@@ -233,10 +233,6 @@ class Queue(Destination):
         """The log behind the first (or only) lane."""
         return self._lane.log
 
-    @property
-    def logs(self) -> list[MessageLog]:
-        return [lane.log for lane in self._lanes if lane.log is not None]
-
     # ------------------------------------------------------------- messages
 
     def enqueue(self, message: Message, now_ms: int) -> Durability | Refused | None:
@@ -563,17 +559,6 @@ class Queue(Destination):
             # tail, leaving a gap (gaps count as acked).
             each.log = partition
         return logs[lane.index]
-
-    def _peek(self) -> QueueEntry | None:
-        """The next ready entry, left in place."""
-        lanes = self._lanes
-        for index in range(self._top, -1, -1):
-            entry = lanes[index].peek()
-            if entry is not None:
-                self._top = index
-                return entry
-        self._top = 0
-        return None
 
     def _take_by_priority(self) -> QueueEntry | None:
         """Take the next entry of the highest lane that has one."""
