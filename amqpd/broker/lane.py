@@ -174,8 +174,11 @@ class Lane:
             entry = QueueEntry(offset, message, self, True)
             if offset < delivered_below:
                 # Delivered before a restart: redelivered now, counted where a delivery
-                # limit kept count.
+                # limit kept count (the restart counts as a return: past the limit, it is
+                # dead-lettered instead).
                 entry.delivery_count = log.counter(offset) or 1
+                if queue.past_delivery_limit(entry):
+                    continue
             if timed or message.flags & FLAG_EXPIRATION:
                 # The record's time is when it was enqueued: the deadline survives restarts.
                 queue.read_back_deadline(entry, record.timestamp_ms)

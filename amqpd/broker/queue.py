@@ -625,6 +625,16 @@ class Queue(Destination):
             heapq.heappush(self._deadlines, (expires_at_ms, lane.index, entry.offset, True, entry))
             self._wake_at(expires_at_ms)
 
+    def past_delivery_limit(self, entry: QueueEntry) -> bool:
+        """A ready entry read back after a restart that went out more often than
+        x-delivery-limit allows: it leaves (dead-lettered) instead of going out again."""
+        limit = self.settings.delivery_limit
+        if limit is None or entry.delivery_count <= limit:
+            return False
+        self._taken(entry)
+        self._leave(entry, REASON_DELIVERY_LIMIT, self._timers.clock_ms())
+        return True
+
     def settle(self, entry: QueueEntry) -> None:
         """An unacked entry is done with (acked)."""
         self.unacked_count -= 1

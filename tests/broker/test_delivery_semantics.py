@@ -306,3 +306,24 @@ def test_a_consumer_that_acks_in_time_is_left_alone(world: World) -> None:
     world.advance(5000)
     assert world.sink.cancelled == []
     assert world.vhost.queues["q"].consumer_count == 1
+
+
+def test_a_restart_counts_as_a_return_against_the_delivery_limit() -> None:
+    world = World(with_storage=True)
+    world.declare("dlq")
+    world.declare("q", durable=True, **{"x-delivery-limit": 1}, **DLX)
+    world.publish("q", b"poison", **PERSISTENT)
+    world.publish("q", b"fine", **PERSISTENT)
+    got = world.channel.get("q", no_ack=False)
+    assert got is not None
+    world.channel.nack(got[0], multiple=False, requeue=True)  # one return: within the limit
+    again = world.channel.get("q", no_ack=False)
+    assert again is not None and again[2].body == b"poison"  # held at the "crash"
+    log = world.vhost.queues["q"].log
+    assert isinstance(log, MemoryLog)
+    later = World(with_storage=True)
+    later.declare("dlq")
+    later.vhost._add_queue("q", True, False, None, False, {"x-delivery-limit": 1, **DLX}, [log])
+    assert later.bodies("q") == [b"fine"]
+    assert later.deaths("dlq") == [("poison", "delivery_limit", 1)]
+    assert log.live() == []  # both gone from the log: one consumed, one dead-lettered
