@@ -68,6 +68,33 @@ def _one_of(allowed: tuple[str, ...], reason: str) -> Check:
     return check
 
 
+def _retry_delays(value: FieldValue, _: FieldTable) -> str | None:
+    if not isinstance(value, list):
+        return f"{{unacceptable_type,{type_name(value)}}}"
+    if not value:
+        return "{empty_list}"
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int):
+            return f'"expected a list of integers, got {type_name(item)} in it"'
+        if item < 0:
+            return f"{{value_negative,{item}}}"
+    return None
+
+
+def _retry_backoff(value: FieldValue, arguments: FieldTable) -> str | None:
+    reason = _positive_integer(value, arguments)
+    if reason is None and "x-retry-delays" in arguments:
+        return "x_retry_delays_and_x_retry_backoff_ms_exclude_each_other"
+    return reason
+
+
+def _retry_backoff_max(value: FieldValue, arguments: FieldTable) -> str | None:
+    reason = _positive_integer(value, arguments)
+    if reason is None and "x-retry-backoff-ms" not in arguments:
+        return "max_but_no_x_retry_backoff_ms_defined"
+    return reason
+
+
 def _dead_letter_routing_key(value: FieldValue, arguments: FieldTable) -> str | None:
     if not isinstance(value, str):
         return f"{{unacceptable_type,{type_name(value)}}}"
@@ -108,6 +135,10 @@ QUEUE_ARGUMENTS: Final[dict[str, Check]] = {
     # Quorum queues only in RabbitMQ 3.10; amqpd takes it on every queue.
     "x-delivery-limit": _non_negative_integer,
     "x-consumer-timeout": _positive_integer,  # RabbitMQ 3.12 and later
+    # amqpd's own: a returned message waits before it is ready again (retry with backoff).
+    "x-retry-delays": _retry_delays,
+    "x-retry-backoff-ms": _retry_backoff,
+    "x-retry-backoff-max-ms": _retry_backoff_max,
 }
 
 # Known arguments that only quorum queues or streams take: RabbitMQ refuses them on a

@@ -42,6 +42,7 @@ _INTEGER_PREFIX: Final = re.compile(r"([+-]?[0-9]+)(.*)", re.DOTALL)
 _ACK: Final = 0
 _REQUEUE: Final = 1
 _DISCARD: Final = 2
+_RETRY: Final = 3  # requeue as a consumer's nack or reject: retry delays apply
 
 
 def check_expiration(expiration: str | None) -> None:
@@ -63,8 +64,9 @@ def check_expiration(expiration: str | None) -> None:
 
 def _redelivered_form(entry: QueueEntry) -> Message:
     """The message as it goes out again: with `x-delivery-count` on a queue that limits
-    deliveries (the count of earlier deliveries, this one already counted)."""
-    if entry.queue.settings.delivery_limit is None:
+    deliveries or retries later (the count of earlier deliveries, this one already
+    counted)."""
+    if not entry.queue.settings.counts_deliveries:
         return entry.message
     return entry.message.with_delivery_count(entry.delivery_count - 1)
 
@@ -412,10 +414,10 @@ class Channel:
             self.tx.settlements.extend((tag, entry, _ACK) for tag, entry in taken)
 
     def nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
-        self._settle(self._take(delivery_tag, multiple), _REQUEUE if requeue else _DISCARD)
+        self._settle(self._take(delivery_tag, multiple), _RETRY if requeue else _DISCARD)
 
     def reject(self, delivery_tag: int, requeue: bool) -> None:
-        self._settle(self._take(delivery_tag, False), _REQUEUE if requeue else _DISCARD)
+        self._settle(self._take(delivery_tag, False), _RETRY if requeue else _DISCARD)
 
     def recover(self, requeue: bool) -> None:
         """basic.recover: every unacked delivery goes back to its queue, redelivered."""
@@ -463,7 +465,8 @@ class Channel:
 
     def _apply(self, taken: list[tuple[int, QueueEntry]], outcome: int) -> None:
         touched: dict[Queue, None] = {}
-        requeue = outcome == _REQUEUE
+        requeue = outcome in (_REQUEUE, _RETRY)
+        later = outcome == _RETRY
         for _, entry in taken:
             consumer = entry.consumer
             queue = entry.queue
@@ -471,7 +474,7 @@ class Channel:
                 consumer.unacked -= 1
                 touched[queue] = None
             if requeue:
-                queue.requeue(entry)
+                queue.requeue(entry, later)
                 touched[queue] = None
             elif outcome == _DISCARD:
                 queue.reject(entry)
@@ -547,7 +550,7 @@ class Channel:
         waits: list[Durability] = []
         for exchange, message, mandatory in tx.publishes:
             waits += self._route(exchange, message, mandatory, now_ms) or []
-        for outcome in (_ACK, _DISCARD, _REQUEUE):
+        for outcome in (_ACK, _DISCARD, _REQUEUE, _RETRY):
             taken = [(tag, entry) for tag, entry, done in tx.settlements if done == outcome]
             if taken:
                 self._apply(taken, outcome)

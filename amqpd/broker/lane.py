@@ -38,6 +38,7 @@ GONE_COMPACT_MIN: Final = 64
 READY: Final = 0
 OUT: Final = 1  # delivered, unacked (or settled)
 GONE: Final = 2  # removed while ready (expired): skipped where it lies
+WAITING: Final = 3  # returned, waiting out a retry delay before it is ready again
 
 
 class QueueEntry:

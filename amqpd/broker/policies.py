@@ -39,7 +39,15 @@ LOWER_WINS: Final = frozenset(
     }
 )
 # Policy keys that apply only where the entity has no `x-<key>` argument of its own.
-ARGUMENT_WINS: Final = frozenset({"dead-letter-exchange", "dead-letter-routing-key", "overflow"})
+ARGUMENT_WINS: Final = frozenset(
+    {
+        "dead-letter-exchange",
+        "dead-letter-routing-key",
+        "overflow",
+        "retry-backoff-ms",  # amqpd's retry with backoff
+        "retry-backoff-max-ms",
+    }
+)
 QUEUE_KEYS: Final = LOWER_WINS | ARGUMENT_WINS
 # Exchange arguments carry no `x-` prefix; the argument wins here too.
 EXCHANGE_KEYS: Final = frozenset({"alternate-exchange"})

@@ -41,7 +41,7 @@ from amqpd.broker.dead_letter import (
     REASON_MAXLEN,
     REASON_REJECTED,
 )
-from amqpd.broker.lane import GONE, OUT, READ_AHEAD_RECORDS, READY, Lane, QueueEntry
+from amqpd.broker.lane import GONE, OUT, READ_AHEAD_RECORDS, READY, WAITING, Lane, QueueEntry
 from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.message import Message
 from amqpd.broker.policies import Policy, queue_arguments
@@ -100,6 +100,7 @@ class Queue(Destination):
         "_prioritized",
         "_ready_bytes",
         "_ready_count",
+        "_retries",
         "_round_robin",
         "_round_robin_by_priority",
         "_storage",
@@ -163,6 +164,8 @@ class Queue(Destination):
         # Messages whose own expiration comes before the queue's TTL would expire them.
         self._deadlines: list[Deadline] = []
         self._ready_bytes = 0  # body bytes of ready messages (kept with a length limit)
+        # (ready at, lane, offset, entry): returned messages waiting out a retry delay.
+        self._retries: list[tuple[int, int, int, QueueEntry]] = []
         self.last_used_ms = self._timers.clock_ms()  # for x-expires
         self._memory = memory = memory or MemoryBudget(1 << 62, 1 << 62)
         self._storage = storage
@@ -219,6 +222,11 @@ class Queue(Destination):
     def message_count(self) -> int:
         """Ready messages (what declare-ok and get-ok report; unacked ones excluded)."""
         return self._ready_count
+
+    @property
+    def retrying_count(self) -> int:
+        """Returned messages waiting out a retry delay (neither ready nor unacked)."""
+        return len(self._retries)
 
     @property
     def consumer_count(self) -> int:
@@ -410,6 +418,13 @@ class Queue(Destination):
         if self.deleted:
             return
         self._timer_at_ms = None
+        retries = self._retries
+        while retries and retries[0][0] <= now_ms:
+            entry = heapq.heappop(retries)[3]
+            if entry.state == WAITING:
+                self._make_ready(entry)
+        if retries:
+            self._wake_at(retries[0][0])
         self.expire(now_ms)
         expires_ms = self.settings.expires_ms
         if expires_ms is not None and not self.consumers:
@@ -602,15 +617,29 @@ class Queue(Destination):
                 self.unacked_count += 1
         return entry
 
-    def requeue(self, entry: QueueEntry) -> None:
+    def requeue(self, entry: QueueEntry, later: bool = False) -> None:
         """Put an unacked entry back at its original position (it counts as redelivered);
-        past x-delivery-limit returns it is dead-lettered instead."""
+        past x-delivery-limit returns it is dead-lettered instead. `later`: a consumer
+        nacked or rejected it, so on a queue with a retry schedule it waits the delay for
+        this attempt before it is ready again."""
         if self._returned_to_deleted(entry):
             return
-        limit = self.settings.delivery_limit
+        settings = self.settings
+        limit = settings.delivery_limit
         if limit is not None and entry.delivery_count > limit:
             self._leave(entry, REASON_DELIVERY_LIMIT, self._timers.clock_ms())
             return
+        if later and settings.retries_later:
+            delay_ms = settings.retry_delay_ms(entry.delivery_count)
+            if delay_ms > 0:
+                entry.state = WAITING
+                ready_at_ms = self._timers.clock_ms() + delay_ms
+                heapq.heappush(self._retries, (ready_at_ms, entry.lane.index, entry.offset, entry))
+                self._wake_at(ready_at_ms)
+                return
+        self._make_ready(entry)
+
+    def _make_ready(self, entry: QueueEntry) -> None:
         entry.state = READY
         lane = entry.lane
         heapq.heappush(lane.returned, entry)
@@ -667,7 +696,7 @@ class Queue(Destination):
         log = entry.lane.log
         if entry.stored and log is not None:
             log.note_delivered(entry.offset)
-            if self.settings.delivery_limit is not None:
+            if self.settings.counts_deliveries:
                 log.set_counter(entry.offset, entry.delivery_count)
 
     def purge(self) -> int:

@@ -25,6 +25,12 @@ def _int(value: FieldValue) -> int | None:
     return int(value)
 
 
+def _ints(value: FieldValue) -> tuple[int, ...] | None:
+    if not isinstance(value, list) or not value:
+        return None
+    return tuple(item for item in value if isinstance(item, int) and not isinstance(item, bool))
+
+
 def _str(value: FieldValue) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -42,6 +48,12 @@ class QueueSettings:
     max_priority: int | None = None  # x-max-priority
     single_active_consumer: bool = False  # x-single-active-consumer
     consumer_timeout_ms: int | None = None  # x-consumer-timeout
+    # How long a nacked or rejected message waits before it is ready again, by attempt:
+    # x-retry-delays (the last one repeats), or x-retry-backoff-ms doubling up to
+    # x-retry-backoff-max-ms.
+    retry_delays_ms: tuple[int, ...] | None = None
+    retry_backoff_ms: int | None = None
+    retry_backoff_max_ms: int | None = None
 
     @classmethod
     def from_arguments(cls, arguments: FieldTable) -> QueueSettings:
@@ -59,7 +71,32 @@ class QueueSettings:
             max_priority=max_priority or None,  # 0 means no priorities, as RabbitMQ
             single_active_consumer=get("x-single-active-consumer") is True,
             consumer_timeout_ms=_int(get("x-consumer-timeout")),
+            retry_delays_ms=_ints(get("x-retry-delays")),
+            retry_backoff_ms=_int(get("x-retry-backoff-ms")),
+            retry_backoff_max_ms=_int(get("x-retry-backoff-max-ms")),
         )
+
+    @property
+    def retries_later(self) -> bool:
+        """Whether a nacked or rejected message waits before it is ready again."""
+        return self.retry_delays_ms is not None or self.retry_backoff_ms is not None
+
+    @property
+    def counts_deliveries(self) -> bool:
+        """Whether redeliveries carry x-delivery-count (and restarts keep the count)."""
+        return self.delivery_limit is not None or self.retries_later
+
+    def retry_delay_ms(self, attempt: int) -> int:
+        """The wait before the `attempt`-th return (1 for the first) is ready again."""
+        delays = self.retry_delays_ms
+        if delays is not None:
+            return delays[min(attempt, len(delays)) - 1]
+        base = self.retry_backoff_ms
+        if base is None:
+            return 0
+        delay = base << min(max(attempt - 1, 0), 62)
+        cap = self.retry_backoff_max_ms
+        return delay if cap is None else min(delay, cap)
 
     @property
     def limited(self) -> bool:

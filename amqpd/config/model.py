@@ -119,6 +119,8 @@ POLICY_INTEGER_KEYS: Final = {
     "max-length-bytes": 0,
     "delivery-limit": 0,
     "consumer-timeout": 1,
+    "retry-backoff-ms": 1,
+    "retry-backoff-max-ms": 1,
 }
 POLICY_CHOICE_KEYS: Final = {"overflow": ("drop-head", "reject-publish", "reject-publish-dlx")}
 POLICY_STRING_KEYS: Final = (

@@ -180,3 +180,15 @@ def _dlx() -> dict[str, str]:
         "dead_letter_exchange": DLX["x-dead-letter-exchange"],
         "dead_letter_routing_key": DLX["x-dead-letter-routing-key"],
     }
+
+
+def test_retry_backoff_from_a_policy(world: World) -> None:
+    world.vhost.set_policies([policy("retry", "^q$", retry_backoff_ms=100)])
+    world.declare("q")
+    world.publish("q", b"m")
+    got = world.channel.get("q", no_ack=False)
+    assert got is not None
+    world.channel.nack(got[0], multiple=False, requeue=True)
+    assert world.vhost.queues["q"].retrying_count == 1
+    world.advance(100)
+    assert world.vhost.queues["q"].message_count == 1

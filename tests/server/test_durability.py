@@ -233,3 +233,21 @@ def test_delivery_counts_survive_kill_9(broker: BrokerProcess) -> None:
     # The crash returned it a third time, as a closed channel would have.
     assert method is not None and method.redelivered
     assert properties.headers["x-delivery-count"] == 3
+
+
+def test_a_restart_releases_a_waiting_retry_at_once_with_its_count(broker: BrokerProcess) -> None:
+    broker.start()
+    channel = connect(broker).channel()
+    channel.confirm_delivery()
+    channel.queue_declare("retrying", durable=True, arguments={"x-retry-delays": [600_000]})
+    channel.basic_publish("", "retrying", b"m", PERSISTENT)
+    method, _, _ = channel.basic_get("retrying")
+    assert method is not None
+    channel.basic_nack(method.delivery_tag, requeue=True)  # waits ten minutes
+    assert channel.queue_declare("retrying", passive=True).method.message_count == 0
+    restart(broker, signal.SIGKILL)
+
+    channel = connect(broker).channel()
+    method, properties, _ = channel.basic_get("retrying")
+    assert method is not None and method.redelivered
+    assert properties.headers["x-delivery-count"] == 1
