@@ -48,6 +48,13 @@ def declare(client: Client, name: str = "q", durable: bool = True) -> MemoryLog 
     return log
 
 
+def durable_log(client: Client, name: str = "q") -> MemoryLog:
+    """Declare a durable queue; its log (storage always gives a durable queue one)."""
+    log = declare(client, name)
+    assert log is not None
+    return log
+
+
 def consume(channel: Channel, queue: str = "q", tag: str = "c", no_ack: bool = False) -> None:
     consumer = channel.consume(queue, tag, no_ack=no_ack, exclusive=False, arguments={})
     channel.start(consumer)
@@ -55,8 +62,7 @@ def consume(channel: Channel, queue: str = "q", tag: str = "c", no_ack: bool = F
 
 def test_persistent_messages_on_a_durable_queue_are_written(storage: MemoryStorage) -> None:
     client = Client(VirtualHost("/", services(storage)))
-    log = declare(client)
-    assert log is not None
+    log = durable_log(client)
     channel, _ = client.channel()
     publish(channel, "", "q", b"kept", **PERSISTENT)
     publish(channel, "", "q", b"transient")
@@ -75,8 +81,7 @@ def test_a_non_durable_queue_writes_nothing(storage: MemoryStorage) -> None:
 def test_confirms_wait_for_durability_and_go_out_in_order(storage: MemoryStorage) -> None:
     vhost = VirtualHost("/", services(storage))
     client = Client(vhost)
-    log = declare(client)
-    assert log is not None
+    log = durable_log(client)
     vhost.declare_queue("memory-only", owner=client.connection)
     channel, sink = client.channel()
     channel.select_confirms()
@@ -113,8 +118,7 @@ def test_a_message_to_two_durable_queues_waits_for_both(storage: MemoryStorage) 
 def test_lost_writes_are_nacked(storage: MemoryStorage) -> None:
     broker = Broker(["/"], services(storage))
     client = Client(broker.vhosts["/"])
-    log = declare(client)
-    assert log is not None
+    log = durable_log(client)
     channel, sink = client.channel()
     channel.select_confirms()
     publish(channel, "", "q", b"lost", **PERSISTENT)
@@ -149,8 +153,7 @@ def test_messages_past_the_memory_bound_go_to_the_log_and_come_back_in_order(
 def test_a_durable_backlog_is_read_ahead_in_batches(storage: MemoryStorage) -> None:
     vhost = VirtualHost("/", services(storage, queue_bytes_max=1))  # nothing held in memory
     client = Client(vhost)
-    log = declare(client)
-    assert log is not None
+    log = durable_log(client)
     channel, sink = client.channel()
     for number in range(600):
         publish(channel, "", "q", b"%d" % number, **PERSISTENT)
@@ -168,8 +171,7 @@ def test_a_durable_backlog_is_read_ahead_in_batches(storage: MemoryStorage) -> N
 def test_acks_reach_the_log_only_for_what_it_holds(storage: MemoryStorage) -> None:
     vhost = VirtualHost("/", services(storage))
     client = Client(vhost)
-    log = declare(client)
-    assert log is not None
+    log = durable_log(client)
     channel, _ = client.channel()
     publish(channel, "", "q", b"p", **PERSISTENT)
     publish(channel, "", "q", b"t")
@@ -181,8 +183,7 @@ def test_acks_reach_the_log_only_for_what_it_holds(storage: MemoryStorage) -> No
 def test_delivered_messages_are_noted_before_they_go(storage: MemoryStorage) -> None:
     vhost = VirtualHost("/", services(storage))
     client = Client(vhost)
-    log = declare(client)
-    assert log is not None
+    log = durable_log(client)
     channel, sink = client.channel()
     publish(channel, "", "q", b"a", **PERSISTENT)
     publish(channel, "", "q", b"b", **PERSISTENT)
@@ -197,8 +198,7 @@ def test_a_recovered_log_serves_its_messages_redelivered_below_the_watermark(
 ) -> None:
     vhost = VirtualHost("/", services(storage))
     client = Client(vhost)
-    log = declare(client)
-    assert log is not None
+    log = durable_log(client)
     channel, _ = client.channel()
     for number in range(4):
         publish(channel, "", "q", b"%d" % number, **PERSISTENT)
@@ -222,8 +222,7 @@ def test_a_recovered_log_serves_its_messages_redelivered_below_the_watermark(
 def test_purge_acks_everything_ready_in_the_log(storage: MemoryStorage) -> None:
     vhost = VirtualHost("/", services(storage, queue_bytes_max=600))
     client = Client(vhost)
-    log = declare(client)
-    assert log is not None
+    log = durable_log(client)
     channel, _ = client.channel()
     for number in range(5):
         publish(channel, "", "q", b"%d" % number, **PERSISTENT)
@@ -305,8 +304,7 @@ def test_replies_to_durable_changes_wait_for_the_journal(
 def test_a_transaction_returns_what_commit_ok_waits_for(storage: MemoryStorage) -> None:
     vhost = VirtualHost("/", services(storage))
     client = Client(vhost)
-    log = declare(client)
-    assert log is not None
+    log = durable_log(client)
     channel, _ = client.channel()
     channel.select_tx()
     publish(channel, "", "q", b"t")

@@ -55,10 +55,7 @@ def test_a_confirmed_publish_hit_by_a_bug_is_nacked_before_the_541(
         with RawClient(host, port) as client:
             client.handshake()
             client.open_channel(1)
-            client.send(1, commands.Queue.Declare(queue="victim", exclusive=True))
-            client.expect(commands.Queue.DeclareOk)
-            client.send(1, commands.Confirm.Select())
-            client.expect(commands.Confirm.SelectOk)
+            client.declare_and_confirm(1, commands.Queue.Declare(queue="victim", exclusive=True))
             client.publish(1, b"fine", routing_key="victim")
             assert client.expect(commands.Basic.Ack).delivery_tag == 1
 

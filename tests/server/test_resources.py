@@ -81,10 +81,7 @@ def test_a_full_disk_nacks_what_it_could_not_write_and_loses_nothing_confirmed(
         with RawClient(host, port) as client:
             client.handshake()
             client.open_channel(1)
-            client.send(1, commands.Queue.Declare(queue="full", durable=True))
-            client.expect(commands.Queue.DeclareOk)
-            client.send(1, commands.Confirm.Select())
-            client.expect(commands.Confirm.SelectOk)
+            client.declare_and_confirm(1, commands.Queue.Declare(queue="full", durable=True))
             client.publish(1, b"safe", routing_key="full", properties=PERSISTENT)
             assert client.expect(commands.Basic.Ack).delivery_tag == 1
 
@@ -124,10 +121,7 @@ def test_a_failed_fsync_nacks_what_waited_for_it_and_stops_the_node(tmp_path: Pa
         with RawClient(host, port) as client:
             client.handshake()
             client.open_channel(1)
-            client.send(1, commands.Queue.Declare(queue="eio", durable=True))
-            client.expect(commands.Queue.DeclareOk)
-            client.send(1, commands.Confirm.Select())
-            client.expect(commands.Confirm.SelectOk)
+            client.declare_and_confirm(1, commands.Queue.Declare(queue="eio", durable=True))
             client.publish(1, b"safe", routing_key="eio", properties=PERSISTENT)
             assert client.expect(commands.Basic.Ack).delivery_tag == 1
 

@@ -390,10 +390,7 @@ def test_a_consumer_that_stops_reading_holds_only_a_bounded_backlog(
     with connect(broker) as publisher, connect(broker) as stuck:
         publisher.handshake()
         publisher.open_channel(1)
-        publisher.send(1, commands.Queue.Declare(queue="backlog", auto_delete=True))
-        publisher.expect(commands.Queue.DeclareOk)
-        publisher.send(1, commands.Confirm.Select())
-        publisher.expect(commands.Confirm.SelectOk)
+        publisher.declare_and_confirm(1, commands.Queue.Declare(queue="backlog", auto_delete=True))
         for _ in range(count):
             publisher.publish(1, body, routing_key="backlog")
         acked = 0

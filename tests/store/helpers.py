@@ -63,6 +63,16 @@ def flush(store: Store) -> SyncResult | None:
 settle = flush
 
 
+def filled_partition(store: Store, count: int, body: bytes, name: str = "q") -> Partition:
+    """A new durable log's partition holding `count` records of kind 1 (record i stamped
+    i), flushed: every record durable."""
+    partition = store.create_log(name, durable=True).partition()
+    for index in range(count):
+        partition.append(1, index, body)
+    flush(store)
+    return partition
+
+
 def read_all(partition: Partition, offset: int = 0, batch: int = 1000) -> list[Record]:
     records: list[Record] = []
     while True:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from amqpd.store.acks import ACK_RANGES, decode_ranges
 from amqpd.store.record import FILE_HEADER_BYTES, decode_record
-from tests.store.helpers import flush, open_store, read_all, segment_files, settle
+from tests.store.helpers import filled_partition, open_store, read_all, segment_files, settle
 
 
 def journal_ranges(path: Path) -> list[tuple[int, int]]:
@@ -39,10 +39,7 @@ def test_acks_wait_for_their_records_to_be_durable(tmp_path: Path) -> None:
 
 def test_a_crash_before_fsync_cannot_ack_a_reused_offset(tmp_path: Path) -> None:
     store = open_store(tmp_path)
-    partition = store.create_log("q", durable=True).partition()
-    for index in range(10):
-        partition.append(1, index, b"durable")
-    flush(store)
+    partition = filled_partition(store, 10, b"durable")
     durable_size = segment_files(tmp_path)[-1].stat().st_size
     for index in range(10):
         partition.append(1, index, b"volatile")
@@ -70,10 +67,7 @@ def test_a_crash_before_fsync_cannot_ack_a_reused_offset(tmp_path: Path) -> None
 
 def test_acks_replay_across_restarts(tmp_path: Path) -> None:
     store = open_store(tmp_path)
-    partition = store.create_log("q", durable=True).partition()
-    for index in range(50):
-        partition.append(1, index, b"r")
-    flush(store)
+    partition = filled_partition(store, 50, b"r")
     partition.ack_range(0, 20)
     partition.ack(25)
     partition.ack(40)
@@ -89,10 +83,7 @@ def test_acks_replay_across_restarts(tmp_path: Path) -> None:
 
 def test_acks_of_unflushed_state_are_lost_only_as_redelivery(tmp_path: Path) -> None:
     store = open_store(tmp_path)
-    partition = store.create_log("q", durable=True).partition()
-    for index in range(5):
-        partition.append(1, index, b"r")
-    flush(store)
+    partition = filled_partition(store, 5, b"r")
     partition.ack(1)  # never written: a crash now redelivers it
     store.close()
     assert open_store(tmp_path).logs["q"].partition().live_count == 5

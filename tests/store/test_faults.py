@@ -10,6 +10,7 @@ import pytest
 from amqpd.store import Store, StoreBroken, WriteFailed
 from tests.store.helpers import (
     assert_whole_records,
+    filled_partition,
     flush,
     open_store,
     payload,
@@ -175,10 +176,7 @@ def test_a_failed_truncate_after_a_failed_write_breaks_the_store(tmp_path: Path)
 def test_a_failed_journal_write_is_retried(tmp_path: Path) -> None:
     fs = FaultyFileSystem(random.Random(0))
     store = open_store(tmp_path, fs=fs)
-    partition = store.create_log("q", durable=True).partition()
-    for index in range(10):
-        partition.append(1, index, b"m")
-    flush(store)
+    partition = filled_partition(store, 10, b"m")
     partition.ack_range(0, 5)
     fs.tear_next_write(keep=7, match=journals_only)
     with pytest.raises(WriteFailed) as failure:

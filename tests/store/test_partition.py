@@ -11,6 +11,7 @@ from amqpd.store import Record, Store, StoreSettings
 from amqpd.store.segment import Segment
 from tests.store.helpers import (
     SMALL,
+    filled_partition,
     flush,
     open_store,
     payload,
@@ -108,10 +109,7 @@ def test_segments_roll_and_reads_cross_them(store: Store) -> None:
 def test_fully_acked_sealed_segments_are_deleted_after_their_acks_are_journaled(
     store: Store,
 ) -> None:
-    partition = store.create_log("q", durable=True).partition()
-    for index in range(300):
-        partition.append(1, index, b"x" * 50)
-    flush(store)
+    partition = filled_partition(store, 300, b"x" * 50)
     segments = partition.segment_count
     bases = [int(name[:20]) for name in partition.segment_names]
     partition.ack_range(0, bases[2])
@@ -198,10 +196,7 @@ def test_read_limits(store: Store) -> None:
 
 
 def test_sequential_reads_use_the_cursor(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    partition = store.create_log("q", durable=True).partition()
-    for index in range(400):
-        partition.append(1, index, b"z" * 30)
-    flush(store)
+    partition = filled_partition(store, 400, b"z" * 30)
     seeks = []
     original = Segment.position_for
 
@@ -365,10 +360,7 @@ def test_discard_kinds_count_as_acked_at_recovery(tmp_path: Path) -> None:
 
 def test_metrics_follow_segments(tmp_path: Path) -> None:
     store = open_store(tmp_path, StoreSettings(segment_bytes_max=1000))
-    partition = store.create_log("q", durable=True).partition()
-    for index in range(100):
-        partition.append(1, index, b"x" * 75)
-    flush(store)
+    partition = filled_partition(store, 100, b"x" * 75)
     files = segment_files(tmp_path)
     assert store.metrics.segments == len(files) == partition.segment_count
     assert store.metrics.stored_bytes == sum(path.stat().st_size for path in files)
@@ -379,10 +371,7 @@ def test_metrics_follow_segments(tmp_path: Path) -> None:
 
 
 def test_reads_skip_a_deleted_middle_segment_and_a_stale_cursor(store: Store) -> None:
-    partition = store.create_log("q", durable=True).partition()
-    for index in range(300):
-        partition.append(1, index, b"w" * 50)
-    flush(store)
+    partition = filled_partition(store, 300, b"w" * 50)
     bases = [int(name[:20]) for name in partition.segment_names]
     first = partition.read(bases[2], 2)  # the cursor now sits in segment 2
     assert [r.offset for r in first] == [bases[2], bases[2] + 1]

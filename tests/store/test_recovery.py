@@ -12,7 +12,16 @@ import pytest
 
 from amqpd.store import Store
 from amqpd.store.record import FILE_HEADER_BYTES, RECORD_HEADER_BYTES
-from tests.store.helpers import SMALL, flush, open_store, payload, read_all, segment_files, settle
+from tests.store.helpers import (
+    SMALL,
+    filled_partition,
+    flush,
+    open_store,
+    payload,
+    read_all,
+    segment_files,
+    settle,
+)
 from tests.support.faulty_fs import FaultyFileSystem
 
 
@@ -251,10 +260,7 @@ def test_a_log_with_a_damaged_meta_file_is_quarantined(
 
 def test_ack_journal_torn_tail_and_mid_journal_damage(tmp_path: Path) -> None:
     store = open_store(tmp_path)
-    partition = store.create_log("q", durable=True).partition()
-    for index in range(100):
-        partition.append(1, index, b"r")
-    flush(store)
+    partition = filled_partition(store, 100, b"r")
     for offset in range(0, 60, 2):  # one ack journal record per flush
         partition.ack(offset)
         flush(store)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from amqpd.store import FsyncPolicy, StoreSettings, SyncBatch
-from tests.store.helpers import SMALL, flush, open_store, read_all
+from amqpd.store import FsyncPolicy, Partition, Store, StoreSettings, SyncBatch
+from tests.store.helpers import SMALL, filled_partition, flush, open_store, read_all
 from tests.support.faulty_fs import FaultyFileSystem
 
 
@@ -142,10 +142,7 @@ def test_fsync_policies(tmp_path: Path, mode: str) -> None:
 def test_ack_journal_compaction_in_a_sync_batch(tmp_path: Path) -> None:
     settings = StoreSettings(ack_journal_bytes_max=1024, segment_bytes_max=1 << 20)
     store = open_store(tmp_path, settings)
-    partition = store.create_log("q", durable=True).partition()
-    for index in range(400):
-        partition.append(1, index, b"c")
-    flush(store)
+    partition = filled_partition(store, 400, b"c")
     journal = partition.directory / "acks.journal"
     sizes = []
     for offset in [*range(0, 100), *range(101, 400, 2)]:  # one ack record per flush
@@ -167,10 +164,7 @@ def test_ack_journal_compaction_under_fsync_never(tmp_path: Path) -> None:
         fsync=FsyncPolicy("never"), ack_journal_bytes_max=512, segment_bytes_max=1 << 20
     )
     store = open_store(tmp_path, settings)
-    partition = store.create_log("q", durable=True).partition()
-    for index in range(300):
-        partition.append(1, index, b"c")
-    flush(store)
+    partition = filled_partition(store, 300, b"c")
     journal = partition.directory / "acks.journal"
     sizes = []
     for offset in range(200):
@@ -194,7 +188,8 @@ def test_end_sync_refuses_a_foreign_batch(tmp_path: Path) -> None:
         store.end_sync(batch)
 
 
-def test_overlapping_batches_end_in_the_order_they_began(tmp_path: Path) -> None:
+def two_batches_in_flight(tmp_path: Path) -> tuple[Store, Partition, SyncBatch, SyncBatch]:
+    """A durable partition with offset 0 in one sync batch and offset 1 in the next."""
     store = open_store(tmp_path)
     partition = store.create_log("q", durable=True).partition()
     store.sync_now()
@@ -205,6 +200,11 @@ def test_overlapping_batches_end_in_the_order_they_began(tmp_path: Path) -> None
     store.write_pending()
     second = store.begin_sync()
     assert first is not None and second is not None
+    return store, partition, first, second
+
+
+def test_overlapping_batches_end_in_the_order_they_began(tmp_path: Path) -> None:
+    store, partition, first, second = two_batches_in_flight(tmp_path)
     assert (first.offsets, second.offsets) == ({partition: 1}, {partition: 2})
     store.sync_files(second)  # the later fsync may finish first ...
     with pytest.raises(RuntimeError, match="not the oldest in flight"):
@@ -217,16 +217,7 @@ def test_overlapping_batches_end_in_the_order_they_began(tmp_path: Path) -> None
 
 
 def test_after_a_failed_batch_the_ones_behind_it_prove_nothing(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
-    partition = store.create_log("q", durable=True).partition()
-    store.sync_now()
-    partition.append(1, 0, b"first")
-    store.write_pending()
-    first = store.begin_sync()
-    partition.append(1, 0, b"second")
-    store.write_pending()
-    second = store.begin_sync()
-    assert first is not None and second is not None
+    store, partition, first, second = two_batches_in_flight(tmp_path)
     assert store.end_sync(first, OSError("fsync failed")).lost == {partition: (0, 1)}
     store.sync_files(second)  # this fsync succeeded, yet the page cache may have lost data
     result = store.end_sync(second)
@@ -237,10 +228,7 @@ def test_after_a_failed_batch_the_ones_behind_it_prove_nothing(tmp_path: Path) -
 def test_a_compaction_in_flight_is_not_begun_again_by_the_next_batch(tmp_path: Path) -> None:
     settings = StoreSettings(ack_journal_bytes_max=256, segment_bytes_max=1 << 20)
     store = open_store(tmp_path, settings)
-    partition = store.create_log("q", durable=True).partition()
-    for index in range(100):
-        partition.append(1, index, b"c")
-    flush(store)
+    partition = filled_partition(store, 100, b"c")
     for offset in range(0, 100, 2):
         partition.ack(offset)
         store.write_pending()

@@ -109,6 +109,13 @@ class RawClient:
             assert isinstance(value, kind), f"expected {kind.__name__}, got {value!r} on {channel}"
             return value
 
+    def declare_and_confirm(self, channel: int, declare: commands.Queue.Declare) -> None:
+        """queue.declare, then confirm.select on the same channel, each answered."""
+        self.send(channel, declare)
+        self.expect(commands.Queue.DeclareOk)
+        self.send(channel, commands.Confirm.Select())
+        self.expect(commands.Confirm.SelectOk)
+
     def wait_closed(self, timeout_s: float | None = None) -> list[Frame]:
         """Read until the broker closes the socket; return what came before."""
         frames = []
