@@ -343,11 +343,23 @@ class Queue(Destination):
 
     def read_back_deadline(self, entry: QueueEntry, enqueued_at_ms: int) -> None:
         """An entry read back from the log gets the deadline it had when it was enqueued."""
-        expires_at_ms = entry.expires_at_ms = self._deadline(entry.message, enqueued_at_ms)
+        entry.expires_at_ms = self._track_stored_deadline(
+            entry.message, enqueued_at_ms, entry.lane.index, entry.offset, entry
+        )
+
+    def _track_stored_deadline(
+        self,
+        message: Message,
+        enqueued_at_ms: int,
+        lane_index: int,
+        offset: int,
+        entry: QueueEntry | None,
+    ) -> int | None:
+        """A logged message's deadline (from its record's time), tracked; None if none."""
+        expires_at_ms = self._deadline(message, enqueued_at_ms)
         if expires_at_ms is not None:
-            self._track_deadline(
-                expires_at_ms, entry.lane.index, entry.offset, entry, enqueued_at_ms
-            )
+            self._track_deadline(expires_at_ms, lane_index, offset, entry, enqueued_at_ms)
+        return expires_at_ms
 
     def _track_deadline(
         self,
@@ -457,9 +469,8 @@ class Queue(Destination):
         if settings.message_ttl_ms != old.message_ttl_ms:
             self._ttl_ms = settings.message_ttl_ms
             self._ttl_in_order = False  # old and new deadlines interleave: all to the heap
-        if settings.max_length_bytes is not None and (
-            old.max_length_bytes is None or not old.limited
-        ):
+        if settings.max_length_bytes is not None and old.max_length_bytes is None:
+            # Body bytes were counted only under a byte limit: count what is there.
             self._ready_bytes = self._count_ready_bytes()
         if settings.expires_ms is not None:
             self._wake_at(self.last_used_ms + settings.expires_ms)
@@ -487,7 +498,12 @@ class Queue(Destination):
         if self._ttl_ms is not None and self._ready_count:
             for lane in self._lanes[: self._top + 1]:
                 while (entry := lane.peek()) is not None:
-                    if entry.expires_at_ms is None or entry.expires_at_ms > now_ms:
+                    if entry.expires_at_ms is None:
+                        break
+                    if entry.expires_at_ms > now_ms:
+                        # The lane's next deadline (if the in-place expiry below takes
+                        # this entry, the wake-up is early and harmless).
+                        self._wake_at(entry.expires_at_ms)
                         break
                     lane.pop()
                     self._taken(entry)
@@ -501,11 +517,6 @@ class Queue(Destination):
                 self._expire_in_place(held, now_ms)
         for lane in self._lanes:
             lane.compact()
-        if self._ttl_ms is not None and self._ready_count:
-            for lane in self._lanes[: self._top + 1]:
-                head = lane.peek()
-                if head is not None and head.expires_at_ms is not None:
-                    self._wake_at(head.expires_at_ms)
         if deadlines:
             self._wake_at(deadlines[0][0])
         self.dispatch()
@@ -555,12 +566,13 @@ class Queue(Destination):
             if record.offset >= end:
                 return end
             if stored_flags(record.payload) & FLAG_EXPIRATION:
-                message = Message.from_stored(record.payload)
-                expires_at_ms = self._deadline(message, record.timestamp_ms)
-                if expires_at_ms is not None:
-                    self._track_deadline(
-                        expires_at_ms, lane.index, record.offset, None, record.timestamp_ms
-                    )
+                self._track_stored_deadline(
+                    Message.from_stored(record.payload),
+                    record.timestamp_ms,
+                    lane.index,
+                    record.offset,
+                    None,
+                )
         return records[-1].offset + 1 if len(records) == records_max else end
 
     def _open_paging_log(self, lane: Lane) -> MessageLog:
@@ -586,9 +598,8 @@ class Queue(Destination):
         self._top = 0
         return None
 
-    def _pop(self, expiring: bool = True) -> QueueEntry | None:
-        """Take the next ready entry. Expired ones met on the way are dead-lettered
-        (unless `expiring` is False: the caller deals with expiry)."""
+    def _pop(self) -> QueueEntry | None:
+        """Take the next ready entry. Expired ones met on the way are dead-lettered."""
         take = self._take
         while True:
             entry = take()
@@ -599,7 +610,7 @@ class Queue(Destination):
             if self._limited:
                 self._ready_bytes -= entry.message.body_size
             expires_at_ms = entry.expires_at_ms
-            if expires_at_ms is not None and expiring:
+            if expires_at_ms is not None:
                 now_ms = self._timers.clock_ms()
                 if expires_at_ms <= now_ms:
                     self._leave(entry, REASON_EXPIRED, now_ms)
