@@ -89,6 +89,11 @@ def lane_count(settings: QueueSettings) -> int:
     return (settings.max_priority or 0) + 1
 
 
+def lane_count_for(arguments: FieldTable) -> int:
+    """lane_count of a queue declared with these arguments (no policy sets x-max-priority)."""
+    return lane_count(QueueSettings.from_arguments(arguments))
+
+
 class Queue(Destination):
     __slots__ = (
         "_deadlines",

@@ -42,8 +42,7 @@ from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.message import Message
 from amqpd.broker.policies import Policy, choose
 from amqpd.broker.ports import DefinitionLog, MessageLog, QueueStorage
-from amqpd.broker.queue import Durability, Queue, Refused, lane_count, queue_key
-from amqpd.broker.queue_settings import QueueSettings
+from amqpd.broker.queue import Durability, Queue, Refused, lane_count_for, queue_key
 from amqpd.broker.timers import Timers
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import FLAG_HEADERS
@@ -332,7 +331,7 @@ class VirtualHost:
             logs = services.storage.create_log(
                 queue_key(self.name, name),
                 durable=True,
-                partitions=lane_count(QueueSettings.from_arguments(arguments)),
+                partitions=lane_count_for(arguments),
             )
         queue = Queue(
             name,
@@ -516,7 +515,7 @@ class VirtualHost:
         if isinstance(definition, QueueDefinition):
             logs = recovered_log(queue_key(self.name, definition.name))
             if logs is not None:
-                expected = lane_count(QueueSettings.from_arguments(definition.arguments))
+                expected = lane_count_for(definition.arguments)
                 if len(logs) != expected:
                     return (
                         f"queue '{definition.name}': its log has {len(logs)} partition(s), "

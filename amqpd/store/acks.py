@@ -245,9 +245,16 @@ def encode_delivered(delivered_below: int) -> bytes:
     return U64.pack(delivered_below)
 
 
-def encode_counters(counters: Iterable[tuple[int, int]]) -> bytes:
-    """(offset, value) pairs."""
-    return b"".join(RANGE.pack(offset, value) for offset, value in counters)
+def encode_counters(counters: Iterable[tuple[int, int]]) -> list[bytes]:
+    """(offset, value) pairs, in order of offset, as the payloads of COUNTERS records (at
+    most COUNTERS_PER_RECORD pairs each)."""
+    ordered = sorted(counters)
+    return [
+        b"".join(
+            RANGE.pack(offset, value) for offset, value in ordered[at : at + COUNTERS_PER_RECORD]
+        )
+        for at in range(0, len(ordered), COUNTERS_PER_RECORD)
+    ]
 
 
 def decode_counters(payload: bytes) -> list[tuple[int, int]]:

@@ -41,7 +41,6 @@ from zlib import crc32
 from amqpd.store.acks import (
     ACK_RANGES,
     COUNTERS,
-    COUNTERS_PER_RECORD,
     DELIVERED,
     SNAPSHOT,
     AckReplay,
@@ -684,9 +683,9 @@ class Partition:
         if delivered > self._journaled_delivered:
             journal.append(DELIVERED, encode_delivered(delivered))
             self._journaled_delivered = delivered
-        if self._pending_counters:
-            self._append_counters(journal, sorted(self._pending_counters.items()))
-            self._pending_counters.clear()
+        for payload in encode_counters(self._pending_counters.items()):
+            journal.append(COUNTERS, payload)
+        self._pending_counters.clear()
         if journal.pending:
             journal.write()  # on failure the records stay buffered and are retried
         # Compact past the limit, unless the snapshot itself would be half as large (with
@@ -694,11 +693,6 @@ class Partition:
         snapshot_bytes = 64 + RANGE.size * self._acks.range_count
         if journal.size > max(self._store.settings.ack_journal_bytes_max, 2 * snapshot_bytes):
             self._store._compaction_wanted(self)
-
-    @staticmethod
-    def _append_counters(journal: JournalFile, counters: list[tuple[int, int]]) -> None:
-        for at in range(0, len(counters), COUNTERS_PER_RECORD):
-            journal.append(COUNTERS, encode_counters(counters[at : at + COUNTERS_PER_RECORD]))
 
     def _delete_acked_segments(self) -> None:
         segments = self._segments
@@ -763,14 +757,11 @@ class Partition:
             SNAPSHOT, sequence, 0, encode_snapshot(below, delivered, ranges)
         )
         # The snapshot clears the counters on replay: the live ones follow it.
-        counters = sorted(self._counters.items())
         self._pending_counters.clear()
-        for at in range(0, len(counters), COUNTERS_PER_RECORD):
+        for payload in encode_counters(self._counters.items()):
             sequence = journal.next_sequence
             journal.next_sequence += 1
-            data += encode_record(
-                COUNTERS, sequence, 0, encode_counters(counters[at : at + COUNTERS_PER_RECORD])
-            )
+            data += encode_record(COUNTERS, sequence, 0, payload)
         self._journaled_delivered = max(self._journaled_delivered, delivered)
         self.compacting = True
         return journal.path.with_name(journal.path.name + TMP_SUFFIX), journal.path, data
