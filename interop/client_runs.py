@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from interop.system import ensure_debian_package, free_port  # noqa: E402
 from tests.support.broker_process import BrokerProcess  # noqa: E402
 
 RUN_TIMEOUT_S = 90.0
@@ -35,12 +34,6 @@ WAIT_S = 30.0
 
 class Failed(Exception):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def environment(broker: BrokerProcess, **extra: str) -> dict[str, str]:
@@ -76,10 +69,7 @@ def node_amqplib(broker: BrokerProcess) -> None:
 
 
 def amqp_tools(broker: BrokerProcess) -> None:
-    if not shutil.which("amqp-consume"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        run(["apt-get", "update", "-qq"], env)
-        run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "amqp-tools"], env)
+    ensure_debian_package("amqp-tools", "amqp-consume")
     run(["bash", str(HERE / "clients" / "amqp_tools.sh")], environment(broker))
 
 

@@ -5,8 +5,6 @@ and stopped afterwards."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,29 +13,15 @@ from contextlib import contextmanager
 import pika
 import pika.exceptions
 
+from interop.system import ensure_debian_package, free_port
+
 START_TIMEOUT_S = 120.0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def install() -> None:
-    if shutil.which("rabbitmq-server"):
-        return
-    print("installing Debian's rabbitmq-server ...", flush=True)
-    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=environment)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "rabbitmq-server"],
-        check=True,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-    )
-    # The package starts a node on 5672 where it can: stop it, the run starts its own.
-    subprocess.run(["rabbitmqctl", "stop"], check=False, capture_output=True)
+    if ensure_debian_package("rabbitmq-server", "rabbitmq-server"):
+        # The package starts a node on 5672 where it can: stop it, the run starts its own.
+        subprocess.run(["rabbitmqctl", "stop"], check=False, capture_output=True)
 
 
 def wait_until_serving(url: str, timeout_s: float) -> None:
@@ -60,11 +44,11 @@ def rabbitmq() -> Iterator[str]:
         yield given
         return
     install()
-    port = _free_port()
+    port = free_port()
     environment = {
         **os.environ,
         "RABBITMQ_NODE_PORT": str(port),
-        "RABBITMQ_DIST_PORT": str(_free_port()),
+        "RABBITMQ_DIST_PORT": str(free_port()),
     }
     status = subprocess.run(["rabbitmqctl", "-q", "status"], capture_output=True, check=False)
     if status.returncode == 0:
