@@ -3,8 +3,8 @@
 RabbitMQ validates the arguments it knows (type and range), compares only those when a
 queue or exchange is declared again, and keeps unknown ones without interpreting them.
 amqpd does the same, with one addition: a known argument whose behaviour amqpd does not
-implement yet is refused with 540 NOT_IMPLEMENTED rather than accepted and ignored, so no
-one mistakes a queue without a TTL or a length limit for one that has it.
+implement yet (today: a queue type other than classic, the stream consumer arguments) is
+refused with 540 NOT_IMPLEMENTED rather than accepted and ignored.
 
 Synchronous and pure; imports amqpd.codec and amqpd.errors only.
 """
@@ -156,10 +156,6 @@ NOT_FOR_CLASSIC_QUEUES: Final = frozenset(
     }
 )
 
-# Known queue arguments that change message behaviour and that amqpd does not implement
-# yet; each is refused with 540 until it is.
-QUEUE_ARGUMENTS_NOT_YET_SUPPORTED: Final[frozenset[str]] = frozenset()
-
 # Queue types amqpd serves today; quorum and stream are refused until they exist.
 SUPPORTED_QUEUE_TYPES: Final = frozenset({"classic"})
 
@@ -195,11 +191,6 @@ def validate_queue_arguments(arguments: FieldTable, name: str, vhost: str) -> No
                     f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}' of queue type "
                     "rabbit_classic_queue"
                 )
-    for key in arguments:
-        if key in QUEUE_ARGUMENTS_NOT_YET_SUPPORTED:
-            raise FeatureNotImplemented(
-                f"queue argument '{key}' is not supported by this version of amqpd"
-            )
     queue_type = arguments.get("x-queue-type", "classic")
     if isinstance(queue_type, str) and queue_type not in SUPPORTED_QUEUE_TYPES:
         raise FeatureNotImplemented(
