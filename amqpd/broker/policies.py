@@ -26,6 +26,7 @@ from amqpd.codec.fields import FieldTable
 APPLY_TO_QUEUES: Final = "queues"
 APPLY_TO_EXCHANGES: Final = "exchanges"
 APPLY_TO_ALL: Final = "all"
+_APPLY_TO_KIND: Final = {"queue": APPLY_TO_QUEUES, "exchange": APPLY_TO_EXCHANGES}
 
 # Policy keys whose value combines with the argument `x-<key>` by taking the lower.
 LOWER_WINS: Final = frozenset(
@@ -64,7 +65,7 @@ class Policy:
 
     def covers(self, kind: str, name: str) -> bool:
         """Whether this policy may apply to the `kind` ("queue" or "exchange") `name`."""
-        if self.apply_to != APPLY_TO_ALL and self.apply_to != kind + "s":
+        if self.apply_to != APPLY_TO_ALL and self.apply_to != _APPLY_TO_KIND[kind]:
             return False
         return self.pattern.search(name) is not None
 
