@@ -137,6 +137,7 @@ class Node:
                 definitions=store.definitions,
                 memory=MemoryBudget(limits.queue_memory_bytes_max, limits.memory_bytes_max),
                 consumer_timeout_ms=limits.consumer_timeout_ms or None,
+                delay_ms_max=limits.delay_ms_max,
             ),
         )
         broker.set_policies(broker_policies(config))
@@ -173,6 +174,7 @@ class Node:
             messages,
             time.monotonic() - started,
         )
+        _log_waiting(broker)
         self._driver = StoreDriver(store, broker, self.fail)
         return ServerContext(
             broker=broker,
@@ -278,3 +280,32 @@ def _belongs_to_a_queue(broker: Broker, key: str) -> bool:
     return any(
         queue.key == key for vhost in broker.vhosts.values() for queue in vhost.queues.values()
     )
+
+
+def _log_waiting(broker: Broker) -> None:
+    """What waits for its time at start: held delayed messages, returns waiting to retry."""
+    for vhost in broker.vhosts.values():
+        for exchange in vhost.delayed_exchanges():
+            pending = exchange.pending
+            if pending is not None and pending.pending_count:
+                log.info(
+                    "delayed exchange %r in vhost %r: %d message(s) held, the next due %s",
+                    exchange.name,
+                    vhost.name,
+                    pending.pending_count,
+                    _due_in(pending.next_release_ms, broker.services.timers.clock_ms()),
+                )
+        for queue in vhost.queues.values():
+            if queue.retrying_count:
+                log.info(
+                    "queue %r in vhost %r: %d message(s) waiting for a retry",
+                    queue.name,
+                    vhost.name,
+                    queue.retrying_count,
+                )
+
+
+def _due_in(due_ms: int | None, now_ms: int) -> str:
+    if due_ms is None or due_ms <= now_ms:
+        return "now"
+    return f"in {(due_ms - now_ms) / 1000:.1f} s"

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Final
 from amqpd.broker.arguments import validate_consumer_arguments
 from amqpd.broker.consumer import Consumer
 from amqpd.broker.durability import all_durable, any_lost
-from amqpd.broker.exchanges import Exchange
+from amqpd.broker.exchanges import DelayedExchange, Exchange
+from amqpd.broker.exchanges.delayed import release_at_ms
 from amqpd.broker.message import Message
 from amqpd.broker.ports import ChannelSink, MessageLog
 from amqpd.broker.queue import Durability, Queue, QueueEntry
@@ -188,6 +189,9 @@ class Channel:
                     f"user_id property set to '{user_id}' but authenticated user was "
                     f"'{self.connection.username}'"
                 )
+        if isinstance(exchange, DelayedExchange) and exchange.pending is not None:
+            # A bad delay is refused now, not when a transaction commits.
+            release_at_ms(message, now_ms, exchange.pending.delay_ms_max)
         if self.tx is not None:
             self.tx.publishes.append((exchange, message, mandatory))
             return
@@ -216,8 +220,14 @@ class Channel:
     ) -> list[Durability] | None:
         """Enqueue on every queue the message reaches; return what must become durable
         (None: a queue refused it, so the publisher is nacked once the others have it)."""
-        queues = self.vhost.route(exchange, message)
+        vhost = self.vhost
+        queues = vhost.route(exchange, message, now_ms)
         if queues:
+            if mandatory and vhost.unroutable_when_released(exchange, message, queues, now_ms):
+                # Held for later but routable nowhere now: returned rather than held
+                # (RabbitMQ's plugin returns it and holds it as well).
+                self.sink.returned(NO_ROUTE, "NO_ROUTE", message)
+                return []
             if message.flags & FLAG_HEADERS and message.has_bcc():
                 message = message.without_bcc()
             waits, refused = self.vhost.enqueue(queues, message, now_ms)

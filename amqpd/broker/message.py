@@ -142,14 +142,15 @@ class Message:
         """A copy whose headers no longer carry BCC, as RabbitMQ delivers it."""
         headers = dict(self.headers)
         headers.pop("BCC", None)
-        return self._with_headers(headers)
+        return self.with_headers(headers)
 
     def with_delivery_count(self, count: int) -> Message:
         """A copy carrying `x-delivery-count` (earlier deliveries that came back), as
         RabbitMQ's quorum queues redeliver."""
-        return self._with_headers({**self.headers, "x-delivery-count": count})
+        return self.with_headers({**self.headers, "x-delivery-count": count})
 
-    def _with_headers(self, headers: FieldTable) -> Message:
+    def with_headers(self, headers: FieldTable) -> Message:
+        """A copy whose headers are `headers` (the rest of the content header as it was)."""
         rewritten = attrs.evolve(self.properties, headers=headers)
         copy = Message(
             self.exchange,

@@ -4,8 +4,10 @@ Owns declare / delete / bind / unbind with RabbitMQ's rules and reply texts: the
 exchange and the reserved `amq.` prefix (403), missing entities (404), exclusive queues of
 another connection (405), inequivalent redeclares and if-unused / if-empty (406), unknown
 exchange types (503). Routing follows exchange-to-exchange bindings and alternate
-exchanges, visiting each exchange once, and adds CC/BCC routing keys. Holds the vhost's
-policies and gives each queue and exchange the one that applies to it.
+exchanges, visiting each exchange once, and adds CC/BCC routing keys; a message with a
+delay that reaches a delayed-message exchange stops there, held until its time, and is
+routed on from that exchange when released. Holds the vhost's policies and gives each
+queue and exchange the one that applies to it.
 
 Synchronous and pure; imports amqpd.codec, amqpd.errors and broker.* only.
 """
@@ -36,8 +38,10 @@ from amqpd.broker.definitions import (
     QueueDefinition,
 )
 from amqpd.broker.definitions import encode as encode_definition
+from amqpd.broker.delayed import DelayedMessages, delayed_key
 from amqpd.broker.durability import DeferredAcks, DurabilityWatch
 from amqpd.broker.exchanges import EXCHANGE_TYPES, DirectExchange, Exchange
+from amqpd.broker.exchanges.delayed import DelayedExchange, release_at_ms
 from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.message import Message
 from amqpd.broker.policies import Policy, choose
@@ -55,6 +59,10 @@ from amqpd.errors import (
 )
 
 DEFAULT_EXCHANGE: Final = ""
+# The longest delay a delayed-message exchange accepts unless configured otherwise.
+DELAY_MS_MAX_DEFAULT: Final = 365 * 86_400_000
+# Where a routed message goes: a queue, or a delayed exchange's held messages.
+Target = Queue | DelayedMessages
 RESERVED_PREFIX: Final = "amq."
 NAME_BYTES_MAX: Final = 255
 _RESTORE_ORDER: Final = {ExchangeDefinition: 0, QueueDefinition: 1, BindingDefinition: 2}
@@ -93,6 +101,8 @@ class BrokerServices:
     timers: Timers = attrs.field(factory=Timers)
     # Server-wide consumer timeout (None: none); x-consumer-timeout overrides it.
     consumer_timeout_ms: int | None = None
+    # The longest x-delay (or x-deliver-at-ms from now) a delayed exchange accepts.
+    delay_ms_max: int = DELAY_MS_MAX_DEFAULT
     deferred_acks: DeferredAcks = attrs.field(
         default=attrs.Factory(lambda self: DeferredAcks(self.durability), takes_self=True)
     )
@@ -177,6 +187,7 @@ class VirtualHost:
                 f"exchange name '{name}' contains reserved prefix '{RESERVED_PREFIX}*'"
             )
         validate_exchange_arguments(arguments, name, self.name)
+        cls.validate_arguments(arguments)
         return self._add_exchange(cls, name, durable, auto_delete, internal, arguments)
 
     def _add_exchange(
@@ -187,6 +198,7 @@ class VirtualHost:
         auto_delete: bool,
         internal: bool,
         arguments: FieldTable,
+        recovered: Sequence[MessageLog] | None = None,
     ) -> Exchange:
         exchange = cls(
             name,
@@ -197,6 +209,17 @@ class VirtualHost:
             arguments=arguments,
         )
         exchange.policy = choose(self.policies, "exchange", name)
+        if isinstance(exchange, DelayedExchange):
+            services = self.services
+            exchange.pending = DelayedMessages(
+                exchange,
+                release=self._release_delayed,
+                timers=services.timers,
+                deferred_acks=services.deferred_acks,
+                delay_ms_max=services.delay_ms_max,
+                storage=services.storage,
+                recovered=recovered[0] if recovered else None,
+            )
         self.exchanges[name] = exchange
         if durable:
             self._persist(
@@ -231,8 +254,11 @@ class VirtualHost:
                     f"inequivalent arg '{flag}' {where}: received '{format_flag(received)}' "
                     f"but current is '{format_flag(current)}'"
                 )
+        compared: dict[str, object] = dict(EXCHANGE_ARGUMENTS)
+        if isinstance(existing, DelayedExchange):
+            compared["x-delayed-type"] = None
         check_equivalent_arguments(
-            existing.arguments, arguments, EXCHANGE_ARGUMENTS, "exchange", existing.name, self.name
+            existing.arguments, arguments, compared, "exchange", existing.name, self.name
         )
 
     def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
@@ -254,6 +280,8 @@ class VirtualHost:
         for binding in list(exchange.bindings.values()):
             self._drop_binding(exchange, binding)
         self._remove_bindings_to(exchange)
+        if isinstance(exchange, DelayedExchange) and exchange.pending is not None:
+            exchange.pending.discard()
         if exchange.durable:
             self._forget(ExchangeDefinition(self.name, exchange.name, "", True, False, False, {}))
 
@@ -503,14 +531,21 @@ class VirtualHost:
             if cls is None:
                 return f"exchange '{definition.name}': unknown type '{definition.type_name}'"
             if definition.name not in self.exchanges:
-                self._add_exchange(
-                    cls,
-                    definition.name,
-                    True,
-                    definition.auto_delete,
-                    definition.internal,
-                    definition.arguments,
-                )
+                recovered = None
+                if cls is DelayedExchange:
+                    recovered = recovered_log(delayed_key(self.name, definition.name))
+                try:
+                    self._add_exchange(
+                        cls,
+                        definition.name,
+                        True,
+                        definition.auto_delete,
+                        definition.internal,
+                        definition.arguments,
+                        recovered,
+                    )
+                except PreconditionFailed as error:
+                    return f"exchange '{definition.name}': {error}"
             return None
         if isinstance(definition, QueueDefinition):
             logs = recovered_log(queue_key(self.name, definition.name))
@@ -569,14 +604,16 @@ class VirtualHost:
             message, queue.name, reason, now_ms, exchange_name, settings.dead_letter_routing_key
         )
         targets = [
-            target for target in self.route(exchange, copy) if not is_cycle(copy, target.name)
+            target
+            for target in self.route(exchange, copy, now_ms)
+            if not (isinstance(target, Queue) and is_cycle(copy, target.name))
         ]
         # A target that refuses its copy (reject-publish) just does not get it.
         waits, _ = self.enqueue(targets, copy, now_ms)
         return waits
 
     def enqueue(
-        self, queues: Sequence[Queue], message: Message, now_ms: int
+        self, queues: Sequence[Target], message: Message, now_ms: int
     ) -> tuple[list[Durability], bool]:
         """Put `message` on every queue; returns what must become durable before it is
         safe, and whether a queue refused it."""
@@ -593,8 +630,16 @@ class VirtualHost:
 
     # -------------------------------------------------------------- routing
 
-    def route(self, exchange: Exchange, message: Message) -> Sequence[Queue]:
-        """The queues a message published to `exchange` reaches (each once)."""
+    def route(
+        self,
+        exchange: Exchange,
+        message: Message,
+        now_ms: int | None = None,
+        *,
+        delaying: bool = True,
+    ) -> Sequence[Target]:
+        """The queues a message published to `exchange` reaches (each once), and the
+        delayed exchanges that hold it (none when not `delaying`: routed as if released)."""
         routing_keys: Sequence[str] = (message.routing_key,)
         if message.flags & FLAG_HEADERS:
             cc, bcc = message.sender_selected_keys()
@@ -611,12 +656,19 @@ class VirtualHost:
                 if queue is not None:
                     found[queue] = None
             return tuple(found)
-        return self._route_through_exchanges(exchange, message, routing_keys)
+        if now_ms is None:
+            now_ms = self.services.timers.recent_ms
+        return self._route_through_exchanges(exchange, message, routing_keys, now_ms, delaying)
 
     def _route_through_exchanges(
-        self, exchange: Exchange, message: Message, routing_keys: Sequence[str]
-    ) -> list[Queue]:
-        found: dict[Queue, None] = {}
+        self,
+        exchange: Exchange,
+        message: Message,
+        routing_keys: Sequence[str],
+        now_ms: int,
+        delaying: bool,
+    ) -> list[Target]:
+        found: dict[Target, None] = {}
         visited: set[str] = set()
         pending = [exchange]
         while pending:
@@ -624,6 +676,11 @@ class VirtualHost:
             if current.name in visited:
                 continue
             visited.add(current.name)
+            if delaying and isinstance(current, DelayedExchange):
+                held = current.pending
+                if held is not None and release_at_ms(message, now_ms, held.delay_ms_max):
+                    found[held] = None
+                    continue
             destinations = list(current.route(message, routing_keys))
             if not destinations:
                 alternate = current.alternate_exchange
@@ -636,3 +693,29 @@ class VirtualHost:
                 elif isinstance(destination, Exchange):
                     pending.append(destination)
         return list(found)
+
+    def _release_delayed(
+        self, exchange: DelayedExchange, message: Message, now_ms: int
+    ) -> list[Durability]:
+        """Route a held message whose time has come from its exchange, as bound now."""
+        if self.exchanges.get(exchange.name) is not exchange:
+            return []
+        targets = self.route(exchange, message, now_ms, delaying=False)
+        if message.flags & FLAG_HEADERS and message.has_bcc():
+            message = message.without_bcc()
+        waits, _ = self.enqueue(targets, message, now_ms)
+        return waits
+
+    def unroutable_when_released(
+        self, exchange: Exchange, message: Message, targets: Sequence[Target], now_ms: int
+    ) -> bool:
+        """Whether a message that only delayed exchanges hold would route nowhere if it
+        were released now (a mandatory publish is returned then, rather than held)."""
+        return all(isinstance(target, DelayedMessages) for target in targets) and not self.route(
+            exchange, message, now_ms, delaying=False
+        )
+
+    def delayed_exchanges(self) -> Iterator[DelayedExchange]:
+        for exchange in self.exchanges.values():
+            if isinstance(exchange, DelayedExchange):
+                yield exchange

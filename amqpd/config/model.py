@@ -71,6 +71,9 @@ class Limits:
     # requeued (RabbitMQ's consumer_timeout); x-consumer-timeout on the queue or the
     # consumer overrides it. 0: no default timeout.
     consumer_timeout_ms: int = attrs.field(default=1_800_000, validator=v.ge(0))
+    # The longest delay a delayed-message exchange holds a message for (x-delay, or
+    # x-deliver-at-ms from now); a publish asking for more is refused with 406.
+    delay_ms_max: int = attrs.field(default=365 * 86_400_000, validator=v.ge(1))
 
 
 def _fsync_policy(_: object, attribute: attrs.Attribute[str | int], value: str | int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 import anyio
+import anyio.lowlevel
 
 from amqpd.broker.timers import Timers
 
@@ -38,6 +39,10 @@ class TimerDriver:
                 if delay_s > 0:
                     with anyio.move_on_after(delay_s):
                         await self._wake.wait()
+                else:
+                    # Work that is due again at once (a backlog released in batches) lets
+                    # every connection run in between.
+                    await anyio.lowlevel.checkpoint()
             self._wake = anyio.Event()
             try:
                 timers.run_due()

@@ -13,7 +13,7 @@ from amqpd.errors import (
     NotFound,
     PreconditionFailed,
 )
-from tests.support.broker_harness import Client, publish
+from tests.support.broker_harness import Client, consume, publish
 
 
 @pytest.fixture
@@ -40,11 +40,6 @@ def declare(channel: Channel, name: str = "q", **flags: bool) -> None:
 def fill(channel: Channel, count: int, queue: str = "q") -> None:
     for index in range(1, count + 1):
         publish(channel, "", queue, f"m{index}".encode())
-
-
-def consume(channel: Channel, queue: str = "q", tag: str = "c", no_ack: bool = False) -> None:
-    consumer = channel.consume(queue, tag, no_ack=no_ack, exclusive=False, arguments={})
-    channel.start(consumer)
 
 
 def test_delivery_tags_count_up_from_one_per_channel(client: Client) -> None:

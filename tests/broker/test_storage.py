@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 
 from amqpd.broker.broker import Broker
-from amqpd.broker.channel import Channel
 from amqpd.broker.definitions import decode
 from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.queue import KIND_PERSISTENT, KIND_TRANSIENT, queue_key
 from amqpd.broker.vhost import BrokerServices, VirtualHost
-from tests.support.broker_harness import Client, message, publish
+from tests.support.broker_harness import Client, consume, message, publish
 from tests.support.memory_log import MemoryDefinitions, MemoryLog, MemoryStorage
 
 PERSISTENT = {"delivery_mode": 2}
@@ -53,11 +52,6 @@ def durable_log(client: Client, name: str = "q") -> MemoryLog:
     log = declare(client, name)
     assert log is not None
     return log
-
-
-def consume(channel: Channel, queue: str = "q", tag: str = "c", no_ack: bool = False) -> None:
-    consumer = channel.consume(queue, tag, no_ack=no_ack, exclusive=False, arguments={})
-    channel.start(consumer)
 
 
 def test_persistent_messages_on_a_durable_queue_are_written(storage: MemoryStorage) -> None:

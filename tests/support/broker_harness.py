@@ -108,3 +108,8 @@ def publish(
     **properties: Any,
 ) -> None:
     channel.publish(exchange, routing_key, mandatory, False, header(body, **properties), body)
+
+
+def consume(channel: Channel, queue: str = "q", tag: str = "c", no_ack: bool = False) -> None:
+    consumer = channel.consume(queue, tag, no_ack=no_ack, exclusive=False, arguments={})
+    channel.start(consumer)

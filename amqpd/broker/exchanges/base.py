@@ -79,6 +79,10 @@ class Exchange(Destination):
     def bindings_to(self, destination: Destination) -> list[Binding]:
         return [b for b in self.bindings.values() if b.destination is destination]
 
+    @staticmethod
+    def validate_arguments(arguments: FieldTable) -> None:
+        """Raise PreconditionFailed for declare arguments this type cannot work with."""
+
     def validate_binding(self, routing_key: str, arguments: FieldTable) -> None:
         """Raise PreconditionFailed for bindings this type cannot use (headers' x-match)."""
 
