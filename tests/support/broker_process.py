@@ -35,6 +35,9 @@ class BrokerProcess:
         return f"amqp://guest:guest@{self.host}:{self.port}/%2f"
 
     def start(self, timeout_s: float = 15.0) -> BrokerProcess:
+        with self._changed:
+            self.lines.clear()  # an earlier run's lines (its ready line) are not this one's
+        self._stopping = False
         args = [sys.executable, "-m", "amqpd", "--data-dir", str(self.data_dir)]
         if "--port" not in self.extra_args and "--config" not in self.extra_args:
             args += ["--port", "0"]
@@ -114,9 +117,6 @@ class BrokerProcess:
         else:
             self.signal(how)
             exit_code = self.stop()
-        with self._changed:
-            self.lines.clear()
-        self._stopping = False
         self.start(start_timeout_s)
         return exit_code
 
