@@ -125,7 +125,9 @@ class DelayedMessages:
         else:
             log = self._log
             if log is None:
-                log = self._log = storage.create_log(self.key, durable=self.exchange.durable)[0]
+                log = self._log = storage.create_log(
+                    self.key, durable=self.exchange.durable, random_reads=True
+                )[0]
             persistent = self.exchange.durable and message.persistent
             kind = KIND_PERSISTENT if persistent else KIND_TRANSIENT
             offset = log.append(kind, release_ms, message.stored_form())

@@ -108,8 +108,12 @@ class QueueStorage(Protocol):
     """Where queues keep their logs: one per durable queue, one per paged transient queue;
     a log has a partition per lane of the queue (one per priority level)."""
 
-    def create_log(self, key: str, *, durable: bool, partitions: int = 1) -> Sequence[MessageLog]:
-        """A new, empty log (replacing any left over under `key`): its partitions in order."""
+    def create_log(
+        self, key: str, *, durable: bool, partitions: int = 1, random_reads: bool = False
+    ) -> Sequence[MessageLog]:
+        """A new, empty log (replacing any left over under `key`): its partitions in order.
+        `random_reads`: records will be read one by one at scattered offsets (a delayed
+        exchange's), so each read must find its record without scanning many."""
         ...
 
     def delete_log(self, key: str) -> None: ...

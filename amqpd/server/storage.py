@@ -40,6 +40,9 @@ from amqpd.store import Partition, Store, StoreBroken, SyncBatch, WriteFailed
 
 log = logging.getLogger("amqpd.store")
 
+# The sparse-index interval of logs read at random offsets: a read scans a few records
+# (the index costs some 24 bytes per KiB of log in memory).
+RANDOM_READS_INDEX_INTERVAL_BYTES = 1024
 # Batches fsyncing at once: the next starts while one runs, so a publisher's confirm waits
 # for one fsync, not for the rest of another first.
 SYNC_BATCHES_IN_FLIGHT_MAX = 2
@@ -213,10 +216,17 @@ class StoreQueueStorage:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def create_log(self, key: str, *, durable: bool, partitions: int = 1) -> list[Partition]:
+    def create_log(
+        self, key: str, *, durable: bool, partitions: int = 1, random_reads: bool = False
+    ) -> list[Partition]:
         if key in self.store.logs:  # left over: a transient log from before, say
             self.store.delete_log(key)
-        return self.store.create_log(key, durable=durable, partitions=partitions).partitions
+        return self.store.create_log(
+            key,
+            durable=durable,
+            partitions=partitions,
+            index_interval_bytes=RANDOM_READS_INDEX_INTERVAL_BYTES if random_reads else None,
+        ).partitions
 
     def delete_log(self, key: str) -> None:
         if key in self.store.logs:

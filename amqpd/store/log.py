@@ -35,6 +35,7 @@ META_NAME: Final = "meta"
 META_KIND: Final = 1
 DIRECTORY_HEX_DIGITS: Final = 32  # 128 bits of sha256: collisions are not a concern
 PARTITIONS_MAX: Final = 4096
+INDEX_INTERVAL_MIN: Final = 256  # bytes between sparse-index entries, at the least
 
 
 def directory_name(name: str) -> str:
@@ -51,13 +52,21 @@ class LogMeta:
     name: str
     durable: bool
     partitions: int
+    # The log's own sparse-index interval (None: the store's): a log read at random
+    # offsets wants a dense index, so that a read scans few records.
+    index_interval_bytes: int | None = None
 
     def encode(self) -> bytes:
-        payload = json.dumps(
-            {"name": self.name, "durable": self.durable, "partitions": self.partitions},
-            ensure_ascii=False,
-            sort_keys=True,
-        ).encode("utf-8", "surrogatepass")
+        fields: dict[str, object] = {
+            "name": self.name,
+            "durable": self.durable,
+            "partitions": self.partitions,
+        }
+        if self.index_interval_bytes is not None:
+            fields["index_interval_bytes"] = self.index_interval_bytes
+        payload = json.dumps(fields, ensure_ascii=False, sort_keys=True).encode(
+            "utf-8", "surrogatepass"
+        )
         return encode_file_header(META_MAGIC) + encode_record(META_KIND, 0, 0, payload)
 
     @classmethod
@@ -70,25 +79,30 @@ class LogMeta:
         try:
             fields = json.loads(payload.decode("utf-8", "surrogatepass"))
             name, durable, partitions = fields["name"], fields["durable"], fields["partitions"]
-        except (ValueError, KeyError, TypeError) as error:
+            interval = fields.get("index_interval_bytes")
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise FormatError(f"meta record: {error}") from None
         if (
             not isinstance(name, str)
             or not isinstance(durable, bool)
             or not isinstance(partitions, int)
             or not 1 <= partitions <= PARTITIONS_MAX
+            or not (interval is None or (type(interval) is int and interval >= INDEX_INTERVAL_MIN))
         ):
             raise FormatError(f"meta record has bad fields: {fields!r}")
-        return cls(name, durable, partitions)
+        return cls(name, durable, partitions, interval)
 
 
 class Log:
     """A named log of one or more partitions."""
 
-    def __init__(self, name: str, durable: bool, directory: Path) -> None:
+    def __init__(
+        self, name: str, durable: bool, directory: Path, index_interval_bytes: int | None = None
+    ) -> None:
         self.name = name
         self.durable = durable
         self.directory = directory
+        self.index_interval_bytes = index_interval_bytes
         self.partitions: list[Partition] = []
 
     def __repr__(self) -> str:

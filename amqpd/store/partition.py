@@ -150,7 +150,7 @@ class Partition:
         self._store = store
         self._fs = store.fs
         self._segment_bytes_max = settings.segment_bytes_max
-        self._interval = settings.index_interval_bytes
+        self._interval = log.index_interval_bytes or settings.index_interval_bytes
         self._read_bytes_max = settings.read_bytes_max
         self._segments: list[Segment] = []
         self._bases: list[int] = []

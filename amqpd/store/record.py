@@ -49,7 +49,10 @@ Record kinds are the caller's in segments. The store's own files use these kinds
                                         restore the live ones)
     definitions  1 PUT         payload: key_length u32 | key | value
                  2 DELETE      payload: key
-    meta         1 META        payload: UTF-8 JSON {"name", "durable", "partitions"}
+    meta         1 META        payload: UTF-8 JSON {"name", "durable", "partitions"} and,
+                                        optionally, "index_interval_bytes" (the log's
+                                        own sparse-index interval; readers that do not
+                                        know it use theirs, which reads the same data)
 
 In the store's own files, a record's offset is a sequence number (the definitions ticket in
 the definitions journal) and timestamp_ms is 0.

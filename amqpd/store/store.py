@@ -43,6 +43,7 @@ from amqpd.store.definitions import DefinitionsJournal
 from amqpd.store.files import FileHandle, free_name, remove_tree, write_atomic
 from amqpd.store.filesystem import FileSystem, OsFileSystem
 from amqpd.store.log import (
+    INDEX_INTERVAL_MIN,
     META_NAME,
     PARTITIONS_MAX,
     Log,
@@ -185,7 +186,7 @@ class Store:
             if meta is None:
                 continue
             report = reports[meta.name] = LogRecovery()
-            durable_log = Log(meta.name, True, directory)
+            durable_log = Log(meta.name, True, directory, meta.index_interval_bytes)
             for index in range(meta.partitions):
                 partition_dir = partition_directory(directory, index)
                 fs.makedirs(partition_dir)
@@ -264,12 +265,24 @@ class Store:
 
     # -- logs ---------------------------------------------------------------------------------
 
-    def create_log(self, name: str, *, durable: bool, partitions: int = 1) -> Log:
-        """A new, empty log. ValueError if the name exists."""
+    def create_log(
+        self,
+        name: str,
+        *,
+        durable: bool,
+        partitions: int = 1,
+        index_interval_bytes: int | None = None,
+    ) -> Log:
+        """A new, empty log. ValueError if the name exists.
+
+        `index_interval_bytes`: the log's own sparse-index interval (for logs read at
+        random offsets, a small one); the store's setting when None."""
         if name in self.logs:
             raise ValueError(f"log {name!r} exists")
         if not 1 <= partitions <= PARTITIONS_MAX:
             raise ValueError(f"a log has 1..{PARTITIONS_MAX} partitions, not {partitions}")
+        if index_interval_bytes is not None and index_interval_bytes < INDEX_INTERVAL_MIN:
+            raise ValueError(f"an index interval is {INDEX_INTERVAL_MIN} bytes at least")
         fs = self.fs
         parent = self.root / (LOGS_DIR if durable else TRANSIENT_DIR)
         directory = parent / directory_name(name)
@@ -281,14 +294,15 @@ class Store:
         for index in range(partitions):
             fs.makedirs(partition_directory(directory, index))
         meta_path = directory / META_NAME
-        write_atomic(fs, meta_path, LogMeta(name, durable, partitions).encode(), fsync=False)
+        meta = LogMeta(name, durable, partitions, index_interval_bytes)
+        write_atomic(fs, meta_path, meta.encode(), fsync=False)
         if durable:
             handle = FileHandle(meta_path, fs.open_read(meta_path), durable=True)
             handle.close_when_released = True  # closed once a sync batch has fsynced it
             self.written(handle)
         self.entries_changed(parent, durable=durable)
         self.entries_changed(directory, durable=durable)
-        new_log = Log(name, durable, directory)
+        new_log = Log(name, durable, directory, index_interval_bytes)
         for index in range(partitions):
             new_log.partitions.append(
                 Partition.create(new_log, index, partition_directory(directory, index), self)

@@ -457,3 +457,30 @@ def test_counters_are_kept_through_journal_compactions(tmp_path: Path) -> None:
     reopened = open_store(tmp_path).logs["q"].partition()
     assert reopened.counter(599) == 4
     assert reopened.live_count == 2
+
+
+def test_a_log_with_its_own_index_interval_keeps_it_across_a_restart(tmp_path: Path) -> None:
+    store = open_store(tmp_path, StoreSettings())  # a 64 KiB interval
+    dense = store.create_log("dense", durable=True, index_interval_bytes=1024).partition()
+    sparse = store.create_log("sparse", durable=True).partition()
+    for number in range(2_000):
+        dense.append(1, number, b"%06d" % number * 16)
+        sparse.append(1, number, b"%06d" % number * 16)
+    flush(store)
+    store.close()
+
+    store = open_store(tmp_path, StoreSettings())
+    dense, sparse = store.logs["dense"].partition(), store.logs["sparse"].partition()
+    assert store.logs["dense"].index_interval_bytes == 1024
+    assert store.logs["sparse"].index_interval_bytes is None
+    dense_entries = sum(len(s.index_positions) for s in dense._segments)
+    sparse_entries = sum(len(s.index_positions) for s in sparse._segments)
+    assert dense_entries > 30 * sparse_entries
+    for number in random.Random(3).sample(range(2_000), 200):
+        (record,) = dense.read(number, max_records=1)
+        assert (record.offset, record.payload) == (number, b"%06d" % number * 16)
+
+
+def test_an_index_interval_below_the_minimum_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="256 bytes at least"):
+        open_store(tmp_path).create_log("tiny", durable=True, index_interval_bytes=64)

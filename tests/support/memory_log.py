@@ -94,7 +94,9 @@ class MemoryStorage:
         """Each log's first partition (the only one but for priority queues)."""
         return {key: partitions[0] for key, partitions in self.partitions.items()}
 
-    def create_log(self, key: str, *, durable: bool, partitions: int = 1) -> list[MemoryLog]:
+    def create_log(
+        self, key: str, *, durable: bool, partitions: int = 1, random_reads: bool = False
+    ) -> list[MemoryLog]:
         assert key not in self.partitions, key
         created = self.partitions[key] = [MemoryLog() for _ in range(partitions)]
         return created
