@@ -2,7 +2,7 @@
 """Scheduled-delivery benchmark: a million messages held by a delayed exchange.
 
     tools/delayed_bench.py --messages 1000000 --window-s 60 \\
-        [--perf /path/to/amqp-perf --bench /path/to/bench.py --repeats 3]
+        [--bench /path/to/amqp-perf/bench.py --repeats 3]
 
 Runs amqpd from this checkout (fresh data folders, default config: fsync always).
 1. Release: a durable `x-delayed-message` exchange bound to a durable queue; one publisher
@@ -14,8 +14,9 @@ Runs amqpd from this checkout (fresh data folders, default config: fsync always)
    lateness p50 / p99 / max, early arrivals (must be 0), messages lost (must be 0).
 2. Held: a second broker holds --messages messages due in a day; reported: RSS, and the
    restart time (SIGTERM, start, ready) with them held.
-3. With --perf and --bench: amqp-perf's S2 against that broker and against a fresh empty
-   one, interleaved by bench.py; the ratio shows what a million held messages cost S2.
+3. With --bench (amqp-perf's bench.py, beside its built amqp-perf): S2 against that broker
+   and against a fresh empty one, interleaved; the ratio is what a million held messages
+   cost S2.
 
 The publisher and consumer are raw-socket clients (tests/support/raw_client.py for the
 handshake), so that the client is not what is measured.
@@ -258,8 +259,6 @@ def s2_effect(work: Path, held: BrokerProcess, args: argparse.Namespace) -> None
             "--target",
             f"amqpd-1M-held={held.url},{held.process.pid}",
         ]
-        if args.perf:
-            command += ["--perf", args.perf]
         print("$", " ".join(command))
         subprocess.run(command, check=False)
     finally:
@@ -272,7 +271,6 @@ def main() -> None:
     parser.add_argument("--window-s", type=float, default=60.0)
     parser.add_argument("--lead-s", type=float, default=120.0)
     parser.add_argument("--window", type=int, default=5000, help="publishes awaiting confirm")
-    parser.add_argument("--perf", help="the amqp-perf binary (for bench.py)")
     parser.add_argument("--bench", help="amqp-perf's bench.py: measure S2 with them held")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10)

@@ -603,9 +603,13 @@ class VirtualHost:
         copy = dead_lettered(
             message, queue.name, reason, now_ms, exchange_name, settings.dead_letter_routing_key
         )
+        try:
+            routed = self.route(exchange, copy, now_ms)
+        except PreconditionFailed:  # a bad x-delay for a delayed exchange: no delay then
+            routed = self.route(exchange, copy, now_ms, delaying=False)
         targets = [
             target
-            for target in self.route(exchange, copy, now_ms)
+            for target in routed
             if not (isinstance(target, Queue) and is_cycle(copy, target.name))
         ]
         # A target that refuses its copy (reject-publish) just does not get it.

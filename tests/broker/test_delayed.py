@@ -318,3 +318,31 @@ def test_a_backlog_due_at_once_goes_out_in_batches() -> None:
     world.timers.run_due()
     world.timers.run_due()
     assert [d.body for d in world.sink.deliveries] == [b"%d" % n for n in range(1_500)]
+
+
+def test_a_dead_letter_exchange_that_delays_makes_a_retry_loop(delayed: Delayed) -> None:
+    # The common pattern: rejected messages wait in a delayed exchange, then go back.
+    delayed.vhost.declare_queue(
+        "work",
+        owner=None,
+        arguments={"x-dead-letter-exchange": "dx", "x-dead-letter-routing-key": "k"},
+    )
+    for body, delay in ((b"wait", 500), (b"bad", "never")):
+        delayed.channel.publish(
+            "",
+            "work",
+            False,
+            False,
+            header(body, headers={"x-delay": delay}),
+            body,
+            None,
+            delayed.clock(),
+        )
+    for _ in range(2):
+        got = delayed.channel.get("work", no_ack=False)
+        assert got is not None
+        delayed.channel.reject(got[0], requeue=False)
+    # A delay that is no number cannot stop a dead-lettering: that copy goes at once.
+    assert delayed.bodies() == [b"bad"]
+    delayed.advance(500)
+    assert delayed.bodies() == [b"wait"]
