@@ -275,17 +275,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--skip-release", action="store_true")
+    parser.add_argument("--skip-held", action="store_true", help="release part only")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="delayed-bench-"))
     try:
         if not args.skip_release:
             release_run(work, args)
-        held = held_run(work, args)
-        try:
-            if args.bench:
-                s2_effect(work, held, args)
-        finally:
-            held.stop(60)
+        if not args.skip_held:
+            held = held_run(work, args)
+            try:
+                if args.bench:
+                    s2_effect(work, held, args)
+            finally:
+                held.stop(60)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -11,8 +11,9 @@ A bucket is worked on at its action time, in chunks of CHUNK_ITEMS so that no si
 holds up the event loop:
 - a level-0 bucket is opened OPEN_LEAD_MS before it starts: its items go into a small heap
   (`near`), from which they come out exactly in due order;
-- a bucket of level L > 0 is cascaded into level L-1 buckets two level-(L-1) widths
-  before it starts, well before any of its items is due, so the work is spread ahead.
+- a bucket of level L > 0 is cascaded into level L-1 buckets CASCADE_LEAD_WIDTHS
+  level-(L-1) widths before it starts, well before any of its items is due, so the work
+  is spread ahead in steps.
 Items already due when they are added (a recovered backlog after downtime) skip the wheel
 and come out first, in the order they were added.
 
@@ -28,9 +29,12 @@ from typing import Final
 BASE_SHIFT: Final = 8  # a level-0 bucket spans 2**8 = 256 ms
 LEVEL_BITS: Final = 6  # 64 buckets of one level span one bucket of the next
 TOP_LEVEL: Final = 5  # level 5 buckets span 2**38 ms (8.7 years); it takes everything further
-CHUNK_ITEMS: Final = 8192  # items moved per step of opening or cascading a bucket
+CHUNK_ITEMS: Final = 4096  # items moved per step of opening or cascading a bucket
 OPEN_LEAD_MS: Final = 64  # a level-0 bucket is opened this long before its first due time
-STEPS_PER_CALL: Final = 16  # bucket chunks worked on per `pop_due`
+STEPS_PER_CALL: Final = 4  # bucket chunks worked on per `pop_due` (some 10 ms of work)
+# A bucket above level 0 is cascaded this many level-(L-1) widths before it starts: 2 s
+# ahead for level 1, whose bucket may hold hundreds of thousands of items.
+CASCADE_LEAD_WIDTHS: Final = 8
 
 
 def _shift(level: int) -> int:
@@ -51,7 +55,7 @@ def action_ms(level: int, index: int) -> int:
     start = index << _shift(level)
     if level == 0:
         return start - OPEN_LEAD_MS
-    return start - (2 << _shift(level - 1))
+    return start - (CASCADE_LEAD_WIDTHS << _shift(level - 1))
 
 
 class TimingWheel:

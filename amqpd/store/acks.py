@@ -2,10 +2,13 @@
 
 `AckSet` is compact for the way queues are acked (mostly in order, a window of stragglers):
 everything below `acked_below` is acked, and above it the acked offsets are disjoint,
-non-adjacent [start, end) ranges kept in two array('Q') columns (16 bytes per range, no Python
-object per offset). Offsets that never existed (gaps, dropped writes, damage) are acked too,
-so "every offset below next_offset that is not acked is a stored record" always holds, and the
-live count is simply next_offset minus the acked count.
+non-adjacent [start, end) ranges kept in array('Q') columns (16 bytes per range, no Python
+object per offset), in blocks of at most BLOCK_RANGES_MAX ranges so that a log acked in
+random order (a delayed exchange's, whose records leave by due time) costs a bisection and
+a small move per ack however many ranges there are. Offsets that never existed (gaps,
+dropped writes, damage) are acked too, so "every offset below next_offset that is not acked
+is a stored record" always holds, and the live count is simply next_offset minus the acked
+count.
 
 Also the payload codec of the ack journal's records (see record.py for the file format).
 
@@ -14,6 +17,7 @@ Imports the standard library only.
 
 from __future__ import annotations
 
+import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
@@ -27,16 +31,26 @@ SNAPSHOT: Final = 3
 COUNTERS: Final = 4
 COUNTERS_PER_RECORD: Final = 4096
 
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
 _SNAPSHOT_HEAD: Final = RANGE  # acked_below u64 | delivered_below u64
 
 
+# Ranges per block of an AckSet: a random ack pattern (a delayed exchange's releases) can
+# leave hundreds of thousands of ranges, and an insert moves only its block's entries.
+BLOCK_RANGES_MAX: Final = 1024
+
+
 class AckSet:
-    __slots__ = ("_ends", "_range_total", "_starts", "acked_below")
+    __slots__ = ("_ends", "_firsts", "_range_count", "_range_total", "_starts", "acked_below")
 
     def __init__(self, acked_below: int = 0) -> None:
         self.acked_below = acked_below
-        self._starts = array("Q")
-        self._ends = array("Q")
+        # The ranges in order, split into blocks: starts and ends of block k, and the
+        # first start of each block (to find a block by bisection).
+        self._starts: list[array[int]] = []
+        self._ends: list[array[int]] = []
+        self._firsts = array("Q")
+        self._range_count = 0
         self._range_total = 0  # offsets acked in the ranges
 
     @property
@@ -46,24 +60,40 @@ class AckSet:
 
     @property
     def range_count(self) -> int:
-        return len(self._starts)
+        return self._range_count
 
     def ranges(self) -> Iterator[tuple[int, int]]:
         """The ranges above acked_below, in order."""
-        return zip(self._starts, self._ends, strict=True)
+        for starts, ends in zip(self._starts, self._ends, strict=True):
+            yield from zip(starts, ends, strict=True)
+
+    def _locate(self, offset: int) -> tuple[int, int]:
+        """(block, index) of the last range starting at or before `offset`; (-1, -1) if
+        none does."""
+        block = bisect_right(self._firsts, offset) - 1
+        if block < 0:
+            return -1, -1
+        return block, bisect_right(self._starts[block], offset) - 1
+
+    def _after(self, block: int, index: int) -> tuple[int, int]:
+        """The position after (block, index): the next range's, or the end."""
+        if block < 0:
+            return (0, 0)
+        if index + 1 < len(self._starts[block]) or block + 1 == len(self._starts):
+            return block, index + 1
+        return block + 1, 0
 
     def __contains__(self, offset: int) -> bool:
         if offset < self.acked_below:
             return True
-        index = bisect_right(self._starts, offset) - 1
-        return index >= 0 and offset < self._ends[index]
+        block, index = self._locate(offset)
+        return block >= 0 and offset < self._ends[block][index]
 
     def add(self, offset: int) -> bool:
         """Ack one offset; True if it was not acked before."""
         if offset < self.acked_below:
             return False
-        starts = self._starts
-        if offset == self.acked_below and (not starts or starts[0] > offset + 1):
+        if offset == self.acked_below and (not self._firsts or self._firsts[0] > offset + 1):
             self.acked_below = offset + 1  # the common case: in order, nothing above to merge
             return True
         return self.add_range(offset, offset + 1) == 1
@@ -74,28 +104,90 @@ class AckSet:
         if start >= end:
             return 0
         starts, ends = self._starts, self._ends
-        first = bisect_left(ends, start)  # the first range that ends at or after start
-        stop = bisect_right(starts, end)  # ranges from here on start after end
-        if first == stop:  # touches no range: insert
-            starts.insert(first, start)
-            ends.insert(first, end)
+        # lo: the first range ending at or after start; hi: the last starting at or before
+        # end. Ranges lo..hi overlap or touch [start, end) and merge with it.
+        block, index = self._locate(start)
+        if block >= 0 and ends[block][index] >= start:
+            lo = (block, index)
+        else:
+            lo = self._after(block, index)
+        hi = self._locate(end)
+        if hi[0] < 0 or hi < lo:
+            self._insert(lo, start, end)
             added = end - start
         else:
-            merged_start = min(start, starts[first])
-            merged_end = max(end, ends[stop - 1])
-            covered = sum(ends[first:stop]) - sum(starts[first:stop])
+            (lo_block, lo_index), (hi_block, hi_index) = lo, hi
+            merged_start = min(start, starts[lo_block][lo_index])
+            merged_end = max(end, ends[hi_block][hi_index])
+            covered = 0
+            removed = 0
+            for block in range(lo_block, hi_block + 1):
+                first = lo_index if block == lo_block else 0
+                stop = hi_index + 1 if block == hi_block else len(starts[block])
+                covered += sum(ends[block][first:stop]) - sum(starts[block][first:stop])
+                removed += stop - first
             added = (merged_end - merged_start) - covered
             if added == 0:
                 return 0
-            starts[first:stop] = array("Q", (merged_start,))
-            ends[first:stop] = array("Q", (merged_end,))
+            firsts = self._firsts
+            starts[lo_block][lo_index] = merged_start
+            ends[lo_block][lo_index] = merged_end
+            if lo_index == 0:
+                firsts[lo_block] = merged_start
+            if hi_block == lo_block:
+                del starts[lo_block][lo_index + 1 : hi_index + 1]
+                del ends[lo_block][lo_index + 1 : hi_index + 1]
+            else:
+                del starts[lo_block][lo_index + 1 :]
+                del ends[lo_block][lo_index + 1 :]
+                del starts[hi_block][: hi_index + 1]
+                del ends[hi_block][: hi_index + 1]
+                del starts[lo_block + 1 : hi_block]
+                del ends[lo_block + 1 : hi_block]
+                del firsts[lo_block + 1 : hi_block]
+                if starts[lo_block + 1]:
+                    firsts[lo_block + 1] = starts[lo_block + 1][0]
+                else:
+                    del starts[lo_block + 1]
+                    del ends[lo_block + 1]
+                    del firsts[lo_block + 1]
+            self._range_count -= removed - 1
         self._range_total += added
-        if starts[0] == self.acked_below:  # the water mark rises through the first range
-            self._range_total -= ends[0] - starts[0]
-            self.acked_below = ends[0]
-            del starts[0]
-            del ends[0]
+        if starts and starts[0][0] == self.acked_below:
+            # the water mark rises through the first range
+            self._range_total -= ends[0][0] - starts[0][0]
+            self.acked_below = ends[0][0]
+            del starts[0][0]
+            del ends[0][0]
+            self._range_count -= 1
+            if not starts[0]:
+                del starts[0]
+                del ends[0]
+                del self._firsts[0]
+            else:
+                self._firsts[0] = starts[0][0]
         return added
+
+    def _insert(self, at: tuple[int, int], start: int, end: int) -> None:
+        starts, ends = self._starts, self._ends
+        block, index = at
+        if not starts:
+            starts.append(array("Q", (start,)))
+            ends.append(array("Q", (end,)))
+            self._firsts.append(start)
+        else:
+            starts[block].insert(index, start)
+            ends[block].insert(index, end)
+            if index == 0:
+                self._firsts[block] = start
+            if len(starts[block]) > BLOCK_RANGES_MAX:
+                half = len(starts[block]) // 2
+                starts.insert(block + 1, starts[block][half:])
+                ends.insert(block + 1, ends[block][half:])
+                del starts[block][half:]
+                del ends[block][half:]
+                self._firsts.insert(block + 1, starts[block + 1][0])
+        self._range_count += 1
 
     def merge(self, ranges: Iterable[tuple[int, int]]) -> None:
         """Ack many ranges (sorted or not)."""
@@ -107,25 +199,27 @@ class AckSet:
         if end <= self.acked_below or start >= end:
             return True
         start = max(start, self.acked_below)
-        index = bisect_right(self._starts, start) - 1
-        return index >= 0 and end <= self._ends[index]
+        block, index = self._locate(start)
+        return block >= 0 and end <= self._ends[block][index]
 
     def acked_range_from(self, offset: int) -> tuple[int, int]:
         """[start, end) of the first acked range above acked_below that ends after `offset`;
         (OFFSET_LIMIT, OFFSET_LIMIT) if there is none. Offsets from `offset` up to its start
         are not acked (if >= acked_below): sequential scans test one bound per record."""
-        index = bisect_right(self._ends, offset)
-        if index >= len(self._starts):
+        block, index = self._locate(offset)
+        if block < 0 or self._ends[block][index] <= offset:
+            block, index = self._after(block, index)
+        if block >= len(self._starts) or index >= len(self._starts[block]):
             return OFFSET_LIMIT, OFFSET_LIMIT
-        return int(self._starts[index]), int(self._ends[index])
+        return int(self._starts[block][index]), int(self._ends[block][index])
 
     def next_unacked(self, offset: int) -> int:
         """The lowest offset >= `offset` that is not acked."""
         if offset < self.acked_below:
             return self.acked_below
-        index = bisect_right(self._starts, offset) - 1
-        if index >= 0 and offset < self._ends[index]:
-            return int(self._ends[index])
+        block, index = self._locate(offset)
+        if block >= 0 and offset < self._ends[block][index]:
+            return int(self._ends[block][index])
         return offset
 
     def clipped(self, limit: int) -> tuple[int, list[tuple[int, int]]]:
@@ -138,25 +232,46 @@ class AckSet:
             ranges.append((start, min(end, limit)))
         return below, ranges
 
+    def encoded_below(self, limit: int) -> tuple[int, bytes]:
+        """clipped(limit) with the ranges already encoded as the journal stores them
+        (start u64, end u64 big-endian pairs): a snapshot of hundreds of thousands of ranges
+        is built without a Python object per range."""
+        below = min(self.acked_below, limit)
+        parts: list[bytes] = []
+        for starts, ends in zip(self._starts, self._ends, strict=True):
+            count = bisect_left(starts, limit)
+            if not count:
+                break
+            pairs = array("Q", bytes(16 * count))
+            pairs[0::2] = starts[:count]
+            pairs[1::2] = ends[:count]
+            if pairs[-1] > limit:
+                pairs[-1] = limit
+            if _LITTLE_ENDIAN:
+                pairs.byteswap()
+            parts.append(pairs.tobytes())
+            if count < len(starts):
+                break
+        return below, b"".join(parts)
+
     def trim_above(self, limit: int) -> None:
         """Forget acks at or above `limit` (recovery: offsets past the end never existed)."""
         if self.acked_below > limit:
             self.acked_below = limit
-            self._starts = array("Q")
-            self._ends = array("Q")
-            self._range_total = 0
-            return
-        index = bisect_left(self._ends, limit + 1)
-        if index < len(self._starts) and self._starts[index] < limit:
-            self._range_total -= self._ends[index] - limit
-            self._ends[index] = limit
-            index += 1
-        self._range_total -= sum(self._ends[index:]) - sum(self._starts[index:])
-        del self._starts[index:]
-        del self._ends[index:]
+            ranges: list[tuple[int, int]] = []
+        else:
+            ranges = [(start, min(end, limit)) for start, end in self.ranges() if start < limit]
+        self._starts, self._ends = [], []
+        self._firsts = array("Q")
+        self._range_count = self._range_total = 0
+        for start, end in ranges:
+            self._insert(
+                (len(self._starts) - 1, len(self._starts[-1]) if self._starts else 0), start, end
+            )
+            self._range_total += end - start
 
     def memory_bytes(self) -> int:
-        return self._starts.buffer_info()[1] * 16
+        return 16 * sum(starts.buffer_info()[1] for starts in self._starts)
 
 
 class PendingAcks:
@@ -237,8 +352,12 @@ def decode_ranges(payload: bytes, start_at: int = 0) -> list[tuple[int, int]]:
     return ranges
 
 
-def encode_snapshot(acked_below: int, delivered_below: int, ranges: list[tuple[int, int]]) -> bytes:
-    return _SNAPSHOT_HEAD.pack(acked_below, delivered_below) + encode_ranges(ranges)
+def encode_snapshot(
+    acked_below: int, delivered_below: int, ranges: list[tuple[int, int]] | bytes
+) -> bytes:
+    """A SNAPSHOT payload; `ranges` as pairs, or already encoded (AckSet.encoded_below)."""
+    encoded = ranges if isinstance(ranges, bytes) else encode_ranges(ranges)
+    return _SNAPSHOT_HEAD.pack(acked_below, delivered_below) + encoded
 
 
 def encode_delivered(delivered_below: int) -> bytes:

@@ -748,7 +748,7 @@ class Partition:
         journal = self._journal
         if journal is None or self.compacting or self.deleted:
             return None
-        below, ranges = self._acks.clipped(self.durable_offset)
+        below, ranges = self._acks.encoded_below(self.durable_offset)
         delivered = self.delivered_below
         journal.pending.clear()  # what they say is in the snapshot
         sequence = journal.next_sequence

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from amqpd.store import acks as acks_module
 from amqpd.store.acks import (
     ACK_RANGES,
     DELIVERED,
@@ -19,7 +20,7 @@ from amqpd.store.acks import (
     encode_snapshot,
     merge_ranges,
 )
-from amqpd.store.record import FormatError
+from amqpd.store.record import OFFSET_LIMIT, FormatError
 
 
 def check_against(acks: AckSet, model: set[int], limit: int) -> None:
@@ -120,3 +121,76 @@ def test_replay_applies_every_kind() -> None:
 def test_replay_refuses_bad_payloads(kind: int, body: bytes) -> None:
     with pytest.raises(FormatError):
         AckReplay().apply(kind, body)
+
+
+def runs_above(model: set[int], low: int, limit: int) -> list[tuple[int, int]]:
+    """The maximal runs [start, end) of acked offsets from `low` on."""
+    runs: list[tuple[int, int]] = []
+    offset = low
+    while offset < limit:
+        if offset in model:
+            start = offset
+            while offset in model:
+                offset += 1
+            runs.append((start, offset))
+        offset += 1
+    return runs
+
+
+@pytest.mark.parametrize("seed", range(10), ids=lambda seed: f"seed={seed}")
+def test_ack_set_in_small_blocks_matches_a_set(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Blocks of 4 ranges: inserts split blocks, merges span them, the water mark empties them.
+    monkeypatch.setattr(acks_module, "BLOCK_RANGES_MAX", 4)
+    rng = random.Random(seed)
+    limit = 600
+    acks = AckSet()
+    model: set[int] = set()
+    for step in range(900):
+        if rng.random() < 0.8:
+            offset = rng.randrange(limit)
+            assert acks.add(offset) == (offset not in model)
+            model.add(offset)
+        else:
+            start = rng.randrange(limit)
+            end = min(limit, start + rng.randint(0, 60))
+            new = set(range(start, end)) - model
+            assert acks.add_range(start, end) == len(new)
+            model |= new
+        offset = rng.randrange(limit)
+        following = offset
+        while following in model:
+            following += 1
+        assert acks.next_unacked(offset) == following
+        runs = runs_above(model, acks.acked_below, limit)
+        expected = next((run for run in runs if run[1] > offset), (OFFSET_LIMIT, OFFSET_LIMIT))
+        assert acks.acked_range_from(offset) == expected
+        if step % 100 == 0:
+            check_against(acks, model, limit + 5)
+    check_against(acks, model, limit + 5)
+    assert acks.range_count == len(list(acks.ranges()))
+    acks.trim_above(limit // 2)
+    check_against(acks, {o for o in model if o < limit // 2}, limit + 5)
+
+
+def test_random_acks_of_a_large_log_leave_it_whole() -> None:
+    acks = AckSet()
+    offsets = list(range(200_000))
+    random.Random(5).shuffle(offsets)
+    for offset in offsets:
+        assert acks.add(offset)
+    assert (acks.acked_below, acks.range_count, acks.count) == (200_000, 0, 200_000)
+
+
+@pytest.mark.parametrize("seed", range(5), ids=lambda seed: f"seed={seed}")
+def test_encoded_snapshot_ranges_are_the_clipped_ranges(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(acks_module, "BLOCK_RANGES_MAX", 4)
+    rng = random.Random(seed)
+    acks = AckSet()
+    for _ in range(300):
+        start = rng.randrange(1_000)
+        acks.add_range(start, start + rng.randint(1, 4))
+    for limit in (0, 1, 500, rng.randrange(1_100), 2_000):
+        below, ranges = acks.clipped(limit)
+        assert acks.encoded_below(limit) == (below, encode_ranges(ranges))
