@@ -16,19 +16,12 @@ from amqpd.broker.timers import Timers
 from amqpd.broker.vhost import BrokerServices, VirtualHost
 from amqpd.codec.fields import LongInt
 from amqpd.errors import PreconditionFailed
+from tests.broker.test_delivery_semantics import Clock
 from tests.support.broker_harness import Client, consume, header
 from tests.support.memory_log import MemoryDefinitions, MemoryLog, MemoryStorage
 
 DELAYED_DIRECT = {"x-delayed-type": "direct"}
 PERSISTENT = {"delivery_mode": 2}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now_ms = 1_700_000_000_000
-
-    def __call__(self) -> int:
-        return self.now_ms
 
 
 class Delayed:

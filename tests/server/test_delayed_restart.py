@@ -6,39 +6,23 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from tests.server.test_durability import broker, connect
 from tests.support.broker_process import BrokerProcess
 from tests.support.crash import close_quietly
 
+__all__ = ["broker"]  # the fixture
 pytestmark = pytest.mark.timeout(60)
-
-
-_connections: list[BlockingConnection] = []
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
-    process = BrokerProcess(tmp_path / "data")
-    try:
-        yield process
-    finally:
-        for connection in _connections:
-            close_quietly(connection)
-        _connections.clear()
-        process.kill()
 
 
 def declare(
     broker: BrokerProcess,
 ) -> tuple[BlockingConnection, BlockingChannel]:
-    connection = BlockingConnection(pika.URLParameters(broker.url))
-    _connections.append(connection)
+    connection = connect(broker)
     channel = connection.channel()
     channel.exchange_declare(
         "dx", "x-delayed-message", durable=True, arguments={"x-delayed-type": "direct"}
