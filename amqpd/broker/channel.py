@@ -25,7 +25,7 @@ from amqpd.broker.ports import ChannelSink, MessageLog
 from amqpd.broker.queue import Durability, Queue, QueueEntry
 from amqpd.broker.vhost import VirtualHost, server_generated_name
 from amqpd.codec.fields import FieldTable
-from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_HEADERS, FLAG_USER_ID
+from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_USER_ID
 from amqpd.errors import (
     NO_ROUTE,
     AccessRefused,
@@ -228,9 +228,7 @@ class Channel:
                 # (RabbitMQ's plugin returns it and holds it as well).
                 self.sink.returned(NO_ROUTE, "NO_ROUTE", message)
                 return []
-            if message.flags & FLAG_HEADERS and message.has_bcc():
-                message = message.without_bcc()
-            waits, refused = self.vhost.enqueue(queues, message, now_ms)
+            waits, refused = vhost.enqueue(queues, message, now_ms)
             return None if refused else waits
         if mandatory:
             self.sink.returned(NO_ROUTE, "NO_ROUTE", message)

@@ -619,8 +619,10 @@ class VirtualHost:
     def enqueue(
         self, queues: Sequence[Target], message: Message, now_ms: int
     ) -> tuple[list[Durability], bool]:
-        """Put `message` on every queue; returns what must become durable before it is
-        safe, and whether a queue refused it."""
+        """Put `message` on every queue (without BCC, as RabbitMQ delivers it); returns
+        what must become durable before it is safe, and whether a queue refused it."""
+        if message.flags & FLAG_HEADERS and message.has_bcc():
+            message = message.without_bcc()
         waits: list[Durability] = []
         refused = False
         for queue in queues:
@@ -705,8 +707,6 @@ class VirtualHost:
         if self.exchanges.get(exchange.name) is not exchange:
             return []
         targets = self.route(exchange, message, now_ms, delaying=False)
-        if message.flags & FLAG_HEADERS and message.has_bcc():
-            message = message.without_bcc()
         waits, _ = self.enqueue(targets, message, now_ms)
         return waits
 
