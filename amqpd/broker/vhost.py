@@ -621,12 +621,13 @@ class VirtualHost:
     ) -> tuple[list[Durability], bool]:
         """Put `message` on every queue (without BCC, as RabbitMQ delivers it); returns
         what must become durable before it is safe, and whether a queue refused it."""
+        held = message  # a delayed exchange keeps BCC: it routes the message when released
         if message.flags & FLAG_HEADERS and message.has_bcc():
             message = message.without_bcc()
         waits: list[Durability] = []
         refused = False
         for queue in queues:
-            wait = queue.enqueue(message, now_ms)
+            wait = queue.enqueue(held if type(queue) is DelayedMessages else message, now_ms)
             if wait is not None:
                 if isinstance(wait, Refused):
                     refused = True

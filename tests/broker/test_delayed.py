@@ -339,3 +339,16 @@ def test_a_dead_letter_exchange_that_delays_makes_a_retry_loop(delayed: Delayed)
     assert delayed.bodies() == [b"bad"]
     delayed.advance(500)
     assert delayed.bodies() == [b"wait"]
+
+
+def test_bcc_routes_a_held_message_when_released_and_is_not_delivered(
+    delayed: Delayed,
+) -> None:
+    other = delayed.vhost.declare_queue("other", owner=None)
+    delayed.vhost.bind("dx", other, "secret", {})
+    delayed.publish(b"m", **{"x-delay": 100, "BCC": ["secret"]})
+    delayed.advance(100)
+    for queue in ("q", "other"):
+        got = delayed.channel.get(queue, no_ack=True)
+        assert got is not None, queue
+        assert "BCC" not in got[2].headers
