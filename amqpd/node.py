@@ -33,6 +33,7 @@ from amqpd.broker.queue import KIND_TRANSIENT
 from amqpd.broker.vhost import BrokerServices
 from amqpd.config.model import ServerConfig
 from amqpd.server.alarms import watch_disk
+from amqpd.server.audit import AuditLog
 from amqpd.server.context import ServerContext
 from amqpd.server.listener import bound_address, open_listeners, serve
 from amqpd.server.storage import StoreDriver, StoreQueueStorage
@@ -131,7 +132,7 @@ class Node:
         )
         limits = config.limits
         broker = Broker(
-            config.vhosts,
+            config.vhost_names,
             BrokerServices(
                 storage=StoreQueueStorage(store),
                 definitions=store.definitions,
@@ -178,8 +179,11 @@ class Node:
         self._driver = StoreDriver(store, broker, self.fail)
         return ServerContext(
             broker=broker,
-            authenticator=Authenticator(config.users, config.loopback_users),
+            authenticator=Authenticator.from_config(config),
             limits=limits,
+            authentication=config.authentication,
+            vhost_settings={vhost.name: vhost for vhost in config.vhosts},
+            audit=AuditLog(audit_log_path(config)),
             before_send=self._driver.write_now,
         )
 
@@ -258,6 +262,13 @@ class Node:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+
+
+def audit_log_path(config: ServerConfig) -> Path | None:
+    """The audit log's file: a relative path is under the data folder."""
+    if config.audit_log is None:
+        return None
+    return config.data_dir / config.audit_log
 
 
 def broker_policies(config: ServerConfig) -> dict[str, list[Policy]]:

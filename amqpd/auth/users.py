@@ -1,25 +1,31 @@
-"""Who may log in, from where, and into which vhosts.
+"""Who may log in, from where, into which vhosts, with which permissions.
 
-Built from config values; the refusal reason goes to the log, while the client hears
-only RabbitMQ's generic text, so a probe cannot tell an unknown user from a wrong
-password (both cost one hash).
+Built from config values (and rebuilt on reload). A refusal's reason goes to the log,
+while the client hears only RabbitMQ's generic text, so a probe cannot tell an unknown
+user from a wrong password: both cost one hash of the default kind. Checking a password
+is slow on purpose (argon2) and runs off the event loop: `authenticate` is a plain
+function for a worker thread.
 
-Imports amqpd.config.model, amqpd.errors and auth.passwords only.
+Imports amqpd.config.model, amqpd.errors and auth.* only.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections import deque
 from collections.abc import Iterable
 
+import attrs
+
 from amqpd.auth.passwords import hash_password, verify_password
-from amqpd.config.model import User
+from amqpd.config.model import Permission, ServerConfig, TopicPermission, User, hash_algorithm
 from amqpd.errors import LoginRefused
 
 log = logging.getLogger("amqpd.auth")
 
 _UNKNOWN_USER_HASH = hash_password("no such user")
+_FULL = (".*", ".*", ".*")
 
 
 def is_loopback(host: str) -> bool:
@@ -29,32 +35,133 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def refused(mechanism: str) -> LoginRefused:
+    return LoginRefused(
+        f"Login was refused using authentication mechanism {mechanism}. "
+        "For details see the broker logfile."
+    )
+
+
+@attrs.frozen
+class Grant:
+    """A user's permissions in one vhost: configure, write and read patterns and topic
+    permissions by exchange (write, read)."""
+
+    configure: str
+    write: str
+    read: str
+    topics: dict[str, tuple[str, str]] = attrs.field(factory=dict)
+
+
 class Authenticator:
-    def __init__(self, users: Iterable[User], loopback_users: Iterable[str]) -> None:
+    def __init__(
+        self,
+        users: Iterable[User],
+        loopback_users: Iterable[str],
+        permissions: Iterable[Permission] = (),
+        topic_permissions: Iterable[TopicPermission] = (),
+    ) -> None:
         self._users = {user.name: user for user in users}
         self._loopback_users = frozenset(loopback_users)
+        self._grants: dict[tuple[str, str], Grant] = {}
+        for user in self._users.values():
+            for vhost in user.vhosts:
+                self._grants[(user.name, vhost)] = Grant(*_FULL)
+        for permission in permissions:
+            self._grants[(permission.user, permission.vhost)] = Grant(
+                permission.configure, permission.write, permission.read
+            )
+        for topic in topic_permissions:
+            grant = self._grants.get((topic.user, topic.vhost))
+            if grant is not None:
+                grant.topics[topic.exchange] = (topic.write, topic.read)
+
+    @classmethod
+    def from_config(cls, config: ServerConfig) -> Authenticator:
+        return cls(
+            config.users, config.loopback_users, config.permissions, config.topic_permissions
+        )
 
     def authenticate(self, mechanism: str, username: str, password: str, peer_host: str) -> User:
-        """The user, or LoginRefused with RabbitMQ's text (the reason is logged)."""
+        """The user, or LoginRefused with RabbitMQ's text (the reason is logged). Slow:
+        call it from a worker thread."""
         user = self._users.get(username)
-        password_ok = verify_password(password, user.password_hash if user else _UNKNOWN_USER_HASH)
-        reason = None
-        if user is None or not password_ok:
+        if user is None or hash_algorithm(user.password_hash, user.hashing_algorithm) != "argon2":
+            # Every password login costs one argon2 check, so that the time taken tells
+            # nothing of whether the user exists or how its password is hashed.
+            verify_password(password, _UNKNOWN_USER_HASH)
+        reason: str | None
+        if user is None or not verify_password(
+            password, user.password_hash, user.hashing_algorithm
+        ):
             reason = f"user '{username}' - invalid credentials"
-        elif username in self._loopback_users and not is_loopback(peer_host):
-            reason = f"user '{username}' can only connect via localhost"
+        else:
+            reason = self._origin_refusal(user, peer_host)
         if reason is not None:
             log.warning("login refused from %s: %s", peer_host, reason)
-            raise LoginRefused(
-                f"Login was refused using authentication mechanism {mechanism}. "
-                "For details see the broker logfile."
-            )
+            raise refused(mechanism)
         assert user is not None
         return user
+
+    def authenticate_external(self, username: str, peer_host: str) -> User:
+        """A user named by a verified client certificate (SASL EXTERNAL): no password."""
+        user = self._users.get(username)
+        reason = (
+            f"user '{username}' (from the client certificate) does not exist"
+            if user is None
+            else self._origin_refusal(user, peer_host)
+        )
+        if reason is not None:
+            log.warning("login refused from %s: %s", peer_host, reason)
+            raise refused("EXTERNAL")
+        assert user is not None
+        return user
+
+    def _origin_refusal(self, user: User, peer_host: str) -> str | None:
+        if user.name in self._loopback_users and not is_loopback(peer_host):
+            return f"user '{user.name}' can only connect via localhost"
+        return None
 
     def user(self, name: str) -> User | None:
         return self._users.get(name)
 
-    @staticmethod
-    def may_use_vhost(user: User, vhost: str) -> bool:
-        return vhost in user.vhosts
+    def grant(self, username: str, vhost: str) -> Grant | None:
+        """What `username` may do in `vhost`; None: the vhost is closed to that user."""
+        return self._grants.get((username, vhost))
+
+
+class FailureThrottle:
+    """Slows down repeated failed logins from one address: after `allowed` failures in
+    `window_s`, each further attempt waits `delay_s`, doubling up to `delay_s_max`.
+    Time is passed in."""
+
+    def __init__(self, window_s: float, allowed: int, delay_s: float, delay_s_max: float) -> None:
+        self._window_s = window_s
+        self._allowed = allowed
+        self._delay_s = delay_s
+        self._delay_s_max = delay_s_max
+        self._failures: dict[str, deque[float]] = {}
+
+    def delay_s(self, host: str, now: float) -> float:
+        """How long an attempt from `host` waits before it is answered."""
+        failures = self._failures.get(host)
+        if failures is None:
+            return 0.0
+        while failures and failures[0] <= now - self._window_s:
+            failures.popleft()
+        if not failures:
+            del self._failures[host]
+            return 0.0
+        excess = len(failures) - self._allowed
+        if excess < 0:
+            return 0.0
+        return min(self._delay_s * 2.0 ** min(excess, 32), self._delay_s_max)
+
+    def failed(self, host: str, now: float) -> None:
+        failures = self._failures.setdefault(host, deque())
+        failures.append(now)
+        # One address cannot grow this without bound: only the window's count matters.
+        while len(failures) > self._allowed + 64:
+            failures.popleft()
+        if len(self._failures) > 100_000:  # a scan from many addresses: start again
+            self._failures = {host: failures}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from amqpd.broker.access import Access
+
 if TYPE_CHECKING:
     from amqpd.broker.channel import Channel
     from amqpd.broker.queue import Queue
@@ -15,14 +17,22 @@ if TYPE_CHECKING:
 
 
 class Connection:
-    """Identity for exclusive queues is this object itself."""
+    """Identity for exclusive queues is this object itself. `access` is what the user may
+    do in the vhost; a reload replaces it, and the next method is checked against it."""
 
     def __init__(
-        self, name: str, username: str, vhost: VirtualHost, *, consumer_cancel_notify: bool
+        self,
+        name: str,
+        username: str,
+        vhost: VirtualHost,
+        *,
+        consumer_cancel_notify: bool,
+        access: Access | None = None,
     ) -> None:
         self.name = name
         self.username = username
         self.vhost = vhost
+        self.access = access if access is not None else Access.full(username, vhost.name)
         self.consumer_cancel_notify = consumer_cancel_notify
         self.channels: dict[int, Channel] = {}
         self.exclusive_queues: dict[str, Queue] = {}

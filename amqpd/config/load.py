@@ -17,7 +17,7 @@ import yaml
 from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.v import format_exception
 
-from amqpd.config.model import ServerConfig
+from amqpd.config.model import TENANCY_KEYS, ServerConfig, Vhost
 
 
 class ConfigError(Exception):
@@ -45,6 +45,13 @@ def _converter() -> cattrs.Converter:
         converter.register_structure_hook(kind, _strict(kind))
     converter.register_structure_hook(Path, lambda value, _: Path(_strict(str)(value, str)))
     converter.register_structure_hook(str | int, _str_or_int)
+    structure_vhost = converter.gen_structure_attrs_fromdict(Vhost)
+
+    def vhost(value: Any, kind: type) -> Vhost:
+        # A bare name is a vhost with no description and no limits.
+        return Vhost(value) if type(value) is str else structure_vhost(value, kind)
+
+    converter.register_structure_hook(Vhost, vhost)
     return converter
 
 
@@ -58,15 +65,17 @@ def _describe(error: BaseException, expected: Any) -> str:
     return format_exception(error, expected)
 
 
-def _locate(source: str, reason: str) -> str:
+def _locate(source: str, reason: str, sources: dict[str, str]) -> str:
     """'expected int @ .limits.port' -> 'amqpd.yaml: limits.port: expected int'.
-    (Checks across keys have no path; their message names the keys.)"""
+    (Checks across keys have no path; their message names the keys.) A key read from
+    another file (`sources`: top-level key -> file) is reported against that file."""
     message, _, path = reason.rpartition(" @ ")
     path = path.lstrip(".")
+    source = sources.get(path.split(".", 1)[0].split("[", 1)[0], source)
     return f"{source}: {path}: {message}" if path else f"{source}: {message}"
 
 
-def parse(data: object, source: str) -> ServerConfig:
+def parse(data: object, source: str, sources: dict[str, str] | None = None) -> ServerConfig:
     """Structure already-parsed YAML; `source` names the file in error messages."""
     if data is None:
         data = {}
@@ -76,19 +85,55 @@ def parse(data: object, source: str) -> ServerConfig:
         return _converter().structure(data, ServerConfig)
     except cattrs.BaseValidationError as error:
         reasons = cattrs.transform_error(error, path="", format_exception=_describe)
-        raise ConfigError("\n".join(_locate(source, reason) for reason in reasons)) from None
+        raise ConfigError(
+            "\n".join(_locate(source, reason, sources or {}) for reason in reasons)
+        ) from None
+    except (TypeError, ValueError) as error:  # a check across keys, from the constructor
+        raise ConfigError(f"{source}: {error}") from None
 
 
-def load(path: Path) -> ServerConfig:
+def _read_yaml(path: Path) -> object:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the config file: {error.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return parse(data, str(path))
+
+
+def load(path: Path) -> ServerConfig:
+    """The server config in `path`, with its tenants file if it names one; relative
+    paths in it are taken from the config file's folder."""
+    data = _read_yaml(path)
+    if not isinstance(data, dict):
+        return parse(data, str(path))
+    sources: dict[str, str] = {}
+    folder = path.parent
+    tenants = data.get("tenants_file")
+    if isinstance(tenants, str):
+        tenants_path = folder / tenants
+        data["tenants_file"] = str(tenants_path)
+        tenancy = _read_yaml(tenants_path) or {}
+        if not isinstance(tenancy, dict):
+            raise ConfigError(f"{tenants_path}: the top level must be a mapping of settings")
+        for key in tenancy:
+            if key not in TENANCY_KEYS:
+                raise ConfigError(
+                    f"{tenants_path}: {key}: not a tenancy key (those are "
+                    f"{', '.join(TENANCY_KEYS)})"
+                )
+            if key in data:
+                raise ConfigError(
+                    f"{path}: {key}: also set in the tenants file {tenants_path}; keep it in one"
+                )
+            sources[key] = str(tenants_path)
+        data.update(tenancy)
+    definitions = data.get("definitions_file")
+    if isinstance(definitions, str):
+        data["definitions_file"] = str(folder / definitions)
+    return parse(data, str(path), sources)
 
 
 def override(config: ServerConfig, **changes: Any) -> ServerConfig:

@@ -8,6 +8,8 @@ Pure; imports attrs only.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from pathlib import Path
 from typing import Final
@@ -98,18 +100,137 @@ class Storage:
     )
 
 
+# How a user's password_hash is read. argon2 hashes (amqpd's own, from `amqpd
+# hash-password`) name their parameters; RabbitMQ's formats come from its definitions
+# exports: base64(salt[4] + digest(salt + password)).
+HASHING_ALGORITHMS: Final = (
+    "argon2",
+    "rabbit_password_hashing_sha256",
+    "rabbit_password_hashing_sha512",
+    "rabbit_password_hashing_md5",
+)
+RABBIT_DIGEST_BYTES: Final = {
+    "rabbit_password_hashing_sha256": 32,
+    "rabbit_password_hashing_sha512": 64,
+    "rabbit_password_hashing_md5": 16,
+}
+RABBIT_SALT_BYTES: Final = 4
+# Tags RabbitMQ gives meaning to; others are kept and ignored, as RabbitMQ does.
+KNOWN_TAGS: Final = ("administrator", "monitoring", "management", "policymaker", "impersonator")
+
+
+def hash_algorithm(password_hash: str, hashing_algorithm: str | None) -> str:
+    """The algorithm a hash is read with: argon2 hashes say so; the rest default to
+    RabbitMQ's default, SHA-256."""
+    if hashing_algorithm is not None:
+        return hashing_algorithm
+    return "argon2" if password_hash.startswith("$argon2") else "rabbit_password_hashing_sha256"
+
+
+def _password_hash(user: User, _: attrs.Attribute[str], value: str) -> None:
+    if not value:
+        return  # no password: this user logs in only with a client certificate (EXTERNAL)
+    algorithm = hash_algorithm(value, user.hashing_algorithm)
+    if algorithm == "argon2":
+        if not value.startswith("$argon2") or value.count("$") < 4:
+            raise ValueError(f"user '{user.name}': password_hash is not an argon2 hash")
+        return
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"user '{user.name}': password_hash is not base64 ({algorithm})") from None
+    if len(raw) != RABBIT_SALT_BYTES + RABBIT_DIGEST_BYTES[algorithm]:
+        raise ValueError(
+            f"user '{user.name}': password_hash has {len(raw)} bytes, "
+            f"not the {RABBIT_SALT_BYTES + RABBIT_DIGEST_BYTES[algorithm]} of {algorithm}"
+        )
+
+
+def _optional_count(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and (type(value) is not int or value < 0):
+        raise ValueError(f"'{attribute.name}' must be an integer >= 0 or null: {value!r}")
+
+
+@attrs.frozen
+class UserLimits:
+    """RabbitMQ's per-user limits (max-connections, max-channels); null: no limit."""
+
+    # Connections the user may hold open at once, over every vhost; the next one is
+    # refused at connection.open with 530 NOT_ALLOWED.
+    connections_max: int | None = attrs.field(default=None, validator=_optional_count)
+    # Channels the user may hold open at once, over every connection; the next
+    # channel.open closes the connection with 530 NOT_ALLOWED, as RabbitMQ does.
+    channels_max: int | None = attrs.field(default=None, validator=_optional_count)
+
+
 @attrs.frozen
 class User:
-    """A user with a password hash (never the password) and the vhosts it may use."""
+    """A user with a password hash (never the password), its tags and limits.
+
+    `vhosts` is a shorthand: full permissions (configure, write and read `.*`) on each
+    vhost named; `permissions` entries grant anything narrower."""
 
     name: str
-    password_hash: str = attrs.field(repr=False)
-    vhosts: tuple[str, ...] = ("/",)
+    password_hash: str = attrs.field(default="", repr=False, validator=_password_hash)
+    hashing_algorithm: str | None = attrs.field(
+        default=None, validator=v.optional(v.in_(HASHING_ALGORITHMS))
+    )
     tags: tuple[str, ...] = ()
+    vhosts: tuple[str, ...] = ()
+    limits: UserLimits = UserLimits()
 
 
 def _default_users() -> tuple[User, ...]:
-    return (User("guest", GUEST_PASSWORD_HASH, ("/",), ("administrator",)),)
+    return (User("guest", GUEST_PASSWORD_HASH, vhosts=("/",), tags=("administrator",)),)
+
+
+@attrs.frozen
+class VhostLimits:
+    """RabbitMQ's vhost limits (max-connections, max-queues); null: no limit."""
+
+    # Client connections open on the vhost; the next connection.open gets 530.
+    connections_max: int | None = attrs.field(default=None, validator=_optional_count)
+    # Queues in the vhost; declaring one more is refused with 406 PRECONDITION_FAILED.
+    queues_max: int | None = attrs.field(default=None, validator=_optional_count)
+
+
+@attrs.frozen
+class Vhost:
+    name: str
+    description: str = ""
+    limits: VhostLimits = VhostLimits()
+
+
+def _regex(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ValueError(f"'{attribute.name}' is not a valid regular expression: {error}") from None
+
+
+@attrs.frozen
+class Permission:
+    """RabbitMQ's configure, write and read regular expressions of one user in one vhost.
+    A pattern is searched in the resource's name; an empty pattern matches nothing."""
+
+    user: str
+    configure: str = attrs.field(validator=_regex)
+    write: str = attrs.field(validator=_regex)
+    read: str = attrs.field(validator=_regex)
+    vhost: str = "/"
+
+
+@attrs.frozen
+class TopicPermission:
+    """RabbitMQ's topic permission: which routing keys a user may publish with (write)
+    and bind with (read) on one topic exchange. `{username}` and `{vhost}` in a pattern
+    stand for the user's name and the vhost."""
+
+    user: str
+    exchange: str
+    write: str = attrs.field(validator=_regex)
+    read: str = attrs.field(validator=_regex)
+    vhost: str = "/"
 
 
 POLICY_APPLY_TO: Final = ("queues", "exchanges", "all")
@@ -131,13 +252,6 @@ POLICY_STRING_KEYS: Final = (
     "dead-letter-routing-key",
     "alternate-exchange",
 )
-
-
-def _regex(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    try:
-        re.compile(value)
-    except re.error as error:
-        raise ValueError(f"'{attribute.name}' is not a valid regular expression: {error}") from None
 
 
 def _policy_definition(
@@ -181,11 +295,97 @@ def _policies(
     seen: set[tuple[str, str]] = set()
     for index, policy in enumerate(value):
         where = f"policies[{index}] ('{policy.name}')"
-        if policy.vhost not in config.vhosts:
+        if policy.vhost not in config.vhost_names:
             raise ValueError(f"{where}: vhost '{policy.vhost}' is not in 'vhosts'")
         if (policy.vhost, policy.name) in seen:
             raise ValueError(f"{where}: a second policy of that name in vhost '{policy.vhost}'")
         seen.add((policy.vhost, policy.name))
+
+
+def _unique(key: str, kind: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{key}: {kind} '{name}' is listed twice")
+        seen.add(name)
+
+
+def _vhosts(config: ServerConfig, _: object, value: tuple[Vhost, ...]) -> None:
+    _unique("vhosts", "vhost", [vhost.name for vhost in value])
+
+
+def _users(config: ServerConfig, _: object, value: tuple[User, ...]) -> None:
+    _unique("users", "user", [user.name for user in value])
+    for index, user in enumerate(value):
+        for vhost in user.vhosts:
+            if vhost not in config.vhost_names:
+                raise ValueError(
+                    f"users[{index}]: user '{user.name}': vhost '{vhost}' is not in 'vhosts'"
+                )
+
+
+def _permissions(config: ServerConfig, _: object, value: tuple[Permission, ...]) -> None:
+    users = {user.name: user for user in config.users}
+    seen: set[tuple[str, str]] = set()
+    for index, permission in enumerate(value):
+        where = f"permissions[{index}]"
+        user = users.get(permission.user)
+        if user is None:
+            raise ValueError(f"{where}: user '{permission.user}' is not in 'users'")
+        if permission.vhost not in config.vhost_names:
+            raise ValueError(f"{where}: vhost '{permission.vhost}' is not in 'vhosts'")
+        key = (permission.user, permission.vhost)
+        if key in seen or permission.vhost in user.vhosts:
+            raise ValueError(
+                f"{where}: user '{permission.user}' already has permissions in vhost "
+                f"'{permission.vhost}'"
+            )
+        seen.add(key)
+
+
+def _topic_permissions(config: ServerConfig, _: object, value: tuple[TopicPermission, ...]) -> None:
+    users = {user.name for user in config.users}
+    seen: set[tuple[str, str, str]] = set()
+    for index, permission in enumerate(value):
+        where = f"topic_permissions[{index}]"
+        if permission.user not in users:
+            raise ValueError(f"{where}: user '{permission.user}' is not in 'users'")
+        if permission.vhost not in config.vhost_names:
+            raise ValueError(f"{where}: vhost '{permission.vhost}' is not in 'vhosts'")
+        key = (permission.user, permission.vhost, permission.exchange)
+        if key in seen:
+            raise ValueError(
+                f"{where}: a second topic permission for user '{permission.user}' on "
+                f"exchange '{permission.exchange}' in vhost '{permission.vhost}'"
+            )
+        seen.add(key)
+
+
+@attrs.frozen
+class Authentication:
+    """How logins are checked and how failed ones are slowed down."""
+
+    # Failed logins from one address within this window count towards the slow-down.
+    failure_window_s: float = attrs.field(default=60.0, validator=v.gt(0))
+    # After this many failures from one address in the window, each further attempt
+    # from it waits before it is answered: failure_delay_s, doubling up to the most.
+    failures_before_delay: int = attrs.field(default=3, validator=v.ge(0))
+    failure_delay_s: float = attrs.field(default=0.5, validator=v.ge(0))
+    failure_delay_s_max: float = attrs.field(default=8.0, validator=v.ge(0))
+    # Password checks running at once (argon2 costs memory and CPU; they run off the
+    # event loop, at most this many together).
+    password_checks_max: int = attrs.field(default=4, validator=v.ge(1))
+
+
+# Keys of the tenancy: the part of the config a `tenants_file` holds and SIGHUP reloads.
+TENANCY_KEYS: Final = (
+    "vhosts",
+    "users",
+    "permissions",
+    "topic_permissions",
+    "loopback_users",
+    "policies",
+)
 
 
 @attrs.frozen
@@ -194,12 +394,32 @@ class ServerConfig:
     data_dir: Path = DEFAULT_DATA_DIR
     limits: Limits = Limits()
     storage: Storage = Storage()
-    vhosts: tuple[str, ...] = ("/",)
+    authentication: Authentication = Authentication()
+    # A second YAML file with the tenancy keys (vhosts, users, permissions,
+    # topic_permissions, loopback_users, policies), relative to this file's folder. Those
+    # keys then stay out of this file.
+    tenants_file: Path | None = None
+    # A RabbitMQ definitions export (JSON) to load at start and on reload: its users,
+    # vhosts, permissions and policies join the tenancy; its exchanges, queues and
+    # bindings are declared if missing. `--definitions` overrides it.
+    definitions_file: Path | None = None
+    # Where the audit log (JSON lines: logins, refusals, reloads, declare/delete/bind) is
+    # appended; relative paths are under data_dir. null: no audit log.
+    audit_log: Path | None = None
+    vhosts: tuple[Vhost, ...] = attrs.field(default=(Vhost("/"),), validator=_vhosts)
+    users: tuple[User, ...] = attrs.field(factory=_default_users, validator=_users)
+    permissions: tuple[Permission, ...] = attrs.field(default=(), validator=_permissions)
+    topic_permissions: tuple[TopicPermission, ...] = attrs.field(
+        default=(), validator=_topic_permissions
+    )
     # Re-read on SIGHUP and applied to the queues and exchanges already there.
     policies: tuple[Policy, ...] = attrs.field(default=(), validator=_policies)
-    users: tuple[User, ...] = attrs.field(factory=_default_users)
     # Users who may log in only from a loopback address, as RabbitMQ's loopback_users.
     loopback_users: tuple[str, ...] = ("guest",)
     log_level: str = attrs.field(
         default="info", validator=v.in_(("debug", "info", "warning", "error"))
     )
+
+    @property
+    def vhost_names(self) -> tuple[str, ...]:
+        return tuple(vhost.name for vhost in self.vhosts)

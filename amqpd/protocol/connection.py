@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final
 
 import attrs
@@ -174,6 +174,9 @@ class ProtocolConnection:
         self.capabilities: FieldTable = {}
         self._body_frame_bytes_max = limits.frame_max - FRAME_OVERHEAD_BYTES
         self._routes: dict[bytes, tuple[str, str, bytes]] = {}
+        # Asked before a channel opens: a reason to refuse it (530, the connection
+        # closes), as RabbitMQ's per-user channel limit does; None lets it open.
+        self.may_open_channel: Callable[[], str | None] | None = None
 
     # ------------------------------------------------------------------ input
 
@@ -509,6 +512,10 @@ class ProtocolConnection:
                 f"negotiated channel_max ({self.channel_max})"
             )
         decode_method(buffer, start, end)  # validates the (empty) arguments
+        if self.may_open_channel is not None:
+            refusal = self.may_open_channel()
+            if refusal is not None:
+                raise NotAllowed(refusal, *divmod(index, 0x10000))
         self._channels[channel_id] = _Channel()
         self._send_method(channel_id, spec.ChannelOpenOk())
         return ChannelOpened(channel_id)

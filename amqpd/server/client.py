@@ -102,6 +102,9 @@ class ClientSession:
         self._finishing = False
         self._finished = anyio.Event()
         self._cancel_scope: anyio.CancelScope | None = None
+        self._read_scope: anyio.CancelScope | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self.proto.may_open_channel = self._may_open_channel
 
     def __repr__(self) -> str:
         return f"<ClientSession {self.label}>"
@@ -119,6 +122,7 @@ class ClientSession:
             with anyio.CancelScope() as scope:
                 self._cancel_scope = scope
                 async with anyio.create_task_group() as tasks:
+                    self._tasks = tasks
                     tasks.start_soon(self._write_loop)
                     tasks.start_soon(self._timer_loop)
                     await self._read_loop()
@@ -145,6 +149,16 @@ class ClientSession:
         self._close_connection(CONNECTION_FORCED, reply_text(CONNECTION_FORCED, SHUTDOWN_REASON))
 
     async def _read_loop(self) -> None:
+        with anyio.CancelScope() as self._read_scope:
+            await self._read()
+
+    def _stop_reading_now(self) -> None:
+        """Stop the read loop from outside it (a decision made by another task)."""
+        self._stop_reading = True
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+
+    async def _read(self) -> None:
         receive = self.stream.receive
         alarms = self.context.alarms
         while not self._stop_reading:
@@ -360,19 +374,56 @@ class ClientSession:
             self._stop_reading = True
 
     def _login(self, event: LoginRequested) -> None:
+        # The password check is slow on purpose: it runs in a worker thread while this
+        # connection waits (the client sends nothing until it hears back).
+        assert self._tasks is not None
+        self._tasks.start_soon(self._check_login, event)
+
+    async def _check_login(self, event: LoginRequested) -> None:
+        context = self.context
+        throttle = context.login_throttle
+        delay_s = throttle.delay_s(self.peer_host, anyio.current_time())
+        if delay_s:
+            log.info("connection %s: login waits %.1f s (earlier failures)", self.label, delay_s)
+            await anyio.sleep(delay_s)
+        authenticator = context.authenticator
         try:
-            user = self.context.authenticator.authenticate(
-                event.mechanism, event.username, event.password, self.peer_host
+            user = await anyio.to_thread.run_sync(
+                authenticator.authenticate,
+                event.mechanism,
+                event.username,
+                event.password,
+                self.peer_host,
+                limiter=context.password_checks,
             )
         except LoginRefused as error:
-            if self.proto.has_capability("authentication_failure_close"):
-                # The client asked to hear why: 403 on connection.close, then close-ok.
-                self._close_connection(error.reply_code, error.reply_text)
-            else:
-                self._fail_handshake(error)
+            throttle.failed(self.peer_host, anyio.current_time())
+            context.audit.record(
+                "login_failed", user=event.username, peer=self.peer_host, mechanism=event.mechanism
+            )
+            self.login_refused(error)
             return
-        self.username = user.name
+        self.logged_in(user.name, event.mechanism)
+
+    def login_refused(self, error: LoginRefused) -> None:
+        if self.proto.has_capability("authentication_failure_close"):
+            # The client asked to hear why: 403 on connection.close, then close-ok.
+            self._close_connection(error.reply_code, error.reply_text)
+        else:
+            self._fail_handshake(error)
+            self._stop_reading_now()
+        self._schedule_write()
+
+    def logged_in(self, username: str, mechanism: str) -> None:
+        if self.proto.phase is not Phase.AWAITING_LOGIN_DECISION:
+            return  # closed meanwhile
+        self.username = username
+        self.context.audit.record("login", user=username, peer=self.peer_host, mechanism=mechanism)
         self.proto.accept_login()
+        self._schedule_write()
+
+    def _may_open_channel(self) -> str | None:
+        return self.context.channel_limit_refusal(self.username)
 
     def _open(self, vhost_name: str) -> None:
         context = self.context
@@ -380,21 +431,33 @@ class ClientSession:
         if vhost is None:
             raise NotAllowed(f"vhost {vhost_name} not found", 10, 40)
         user = context.authenticator.user(self.username)
-        if user is None or not context.authenticator.may_use_vhost(user, vhost_name):
+        access = context.access(self.username, vhost_name)
+        if user is None or access is None:
             log.warning(
                 "connection %s: access to vhost '%s' refused for user '%s'",
                 self.label,
                 vhost_name,
                 self.username,
             )
+            context.audit.record(
+                "access_refused",
+                user=self.username,
+                vhost=vhost_name,
+                peer=self.peer_host,
+                reason="no permissions in the vhost",
+            )
             raise NotAllowed(
                 f"access to vhost '{vhost_name}' refused for user '{self.username}'", 10, 40
             )
+        refusal = context.connection_limit_refusal(user, vhost_name)
+        if refusal is not None:
+            raise NotAllowed(refusal, 10, 40)
         self.broker_connection = Connection(
             self.label,
             self.username,
             vhost,
             consumer_cancel_notify=self.proto.has_capability("consumer_cancel_notify"),
+            access=access,
         )
         self.proto.accept_open()
         log.info(

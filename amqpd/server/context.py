@@ -1,6 +1,9 @@
-"""What every connection of one node shares: the broker, the authenticator, the limits.
+"""What every connection of one node shares: the broker, the authenticator, the limits,
+the audit log.
 
-Built once by node.py and passed to each ClientSession; nothing here is global.
+Built once by node.py and passed to each ClientSession; nothing here is global. A reload
+replaces the authenticator and the vhost settings (`apply_tenancy`): connections opened
+afterwards, and the next method on those already open, see the new ones.
 
 Imports amqpd.auth, amqpd.broker, amqpd.config.model and amqpd.protocol.
 """
@@ -16,12 +19,14 @@ import anyio
 import attrs
 
 from amqpd import __version__
-from amqpd.auth.users import Authenticator
+from amqpd.auth.users import Authenticator, FailureThrottle
+from amqpd.broker.access import Access
 from amqpd.broker.broker import Broker
 from amqpd.codec.fields import FieldTable
-from amqpd.config.model import Limits
+from amqpd.config.model import Authentication, Limits, User, Vhost
 from amqpd.protocol.connection import Limits as ProtocolLimits
 from amqpd.server.alarms import Alarms
+from amqpd.server.audit import AuditLog
 
 if TYPE_CHECKING:
     from amqpd.server.client import ClientSession
@@ -59,12 +64,86 @@ class ServerContext:
     broker: Broker
     authenticator: Authenticator
     limits: Limits
+    authentication: Authentication = attrs.field(factory=Authentication)
+    # Vhost name -> its settings (limits) from the config.
+    vhost_settings: dict[str, Vhost] = attrs.field(factory=dict)
+    audit: AuditLog = attrs.field(factory=lambda: AuditLog(None))
     server_properties: FieldTable = attrs.field(factory=server_properties)
     sessions: set[ClientSession] = attrs.field(factory=set)
     alarms: Alarms = attrs.field(factory=Alarms)
     # Called before a connection sends: the store writes what it holds (delivered marks).
     before_send: Callable[[], None] = _nothing_to_write
     _sessions_ended: anyio.Event | None = None
+    login_throttle: FailureThrottle = attrs.field(init=False)
+    # Password checks run in worker threads, at most this many at once.
+    password_checks: anyio.CapacityLimiter = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        settings = self.authentication
+        self.login_throttle = FailureThrottle(
+            settings.failure_window_s,
+            settings.failures_before_delay,
+            settings.failure_delay_s,
+            settings.failure_delay_s_max,
+        )
+        self.password_checks = anyio.CapacityLimiter(settings.password_checks_max)
+
+    def access(self, username: str, vhost: str) -> Access | None:
+        """What `username` may do in `vhost` now; None: nothing (the vhost is closed)."""
+        user = self.authenticator.user(username)
+        grant = self.authenticator.grant(username, vhost)
+        if user is None or grant is None or vhost not in self.vhost_settings:
+            return None
+        return Access(
+            username,
+            vhost,
+            grant.configure,
+            grant.write,
+            grant.read,
+            topics=grant.topics,
+            tags=user.tags,
+        )
+
+    def connection_limit_refusal(self, user: User, vhost: str) -> str | None:
+        """Why one more connection of `user` to `vhost` is refused (RabbitMQ's text)."""
+        vhost_max = self.vhost_settings[vhost].limits.connections_max
+        user_max = user.limits.connections_max
+        if vhost_max is None and user_max is None:
+            return None
+        in_vhost = by_user = 0
+        for session in self.sessions:
+            connection = session.broker_connection
+            if connection is None or connection.closed:
+                continue
+            in_vhost += connection.vhost.name == vhost
+            by_user += connection.username == user.name
+        if vhost_max is not None and in_vhost >= vhost_max:
+            return (
+                f"access to vhost '{vhost}' refused for user '{user.name}': "
+                f"connection limit ({vhost_max}) is reached"
+            )
+        if user_max is not None and by_user >= user_max:
+            return (
+                f"connection refused for user '{user.name}': "
+                f"user connection limit ({user_max}) is reached"
+            )
+        return None
+
+    def channel_limit_refusal(self, username: str) -> str | None:
+        """Why one more channel of `username` is refused (RabbitMQ's text)."""
+        user = self.authenticator.user(username)
+        limit = user.limits.channels_max if user is not None else None
+        if limit is None:
+            return None
+        channels = sum(
+            len(session.handlers) for session in self.sessions if session.username == username
+        )
+        if channels < limit:
+            return None
+        return (
+            f"number of channels opened for user '{username}' has reached the maximum "
+            f"allowed user limit of ({limit})"
+        )
 
     def session_ended(self, session: ClientSession) -> None:
         self.sessions.discard(session)

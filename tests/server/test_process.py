@@ -15,7 +15,7 @@ import pytest
 
 from amqpd.cli import build_parser, make_config
 from amqpd.config.load import load
-from amqpd.config.model import DEFAULT_DATA_DIR, Limits, Listener, ServerConfig
+from amqpd.config.model import DEFAULT_DATA_DIR, Authentication, Limits, Listener, ServerConfig
 from tests.support.broker_process import READY, BrokerProcess
 
 
@@ -35,7 +35,7 @@ def test_no_arguments_mean_the_embedded_default() -> None:
     assert config.data_dir == DEFAULT_DATA_DIR == Path("amqpd-data")
     assert [user.name for user in config.users] == ["guest"]
     assert config.loopback_users == ("guest",)
-    assert config.vhosts == ("/",)
+    assert config.vhost_names == ("/",)
 
 
 def test_flags_override_the_config_file(tmp_path: Path) -> None:
@@ -138,6 +138,6 @@ def test_the_example_config_documents_every_default() -> None:
     example = Path(__file__).resolve().parents[2] / "conf" / "amqpd.yaml"
     assert load(example) == ServerConfig()
     text = example.read_text()
-    for model in (ServerConfig, Limits):
+    for model in (ServerConfig, Limits, Authentication):
         for field in attrs.fields(model):
             assert f"{field.name}:" in text, f"{field.name} is not in {example.name}"
