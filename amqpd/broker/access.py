@@ -69,7 +69,16 @@ class _Pattern:
 class Access:
     """A user's rights in one vhost. `kind` is "exchange" or "queue"."""
 
-    __slots__ = ("_patterns", "_topics", "impersonator", "tags", "username", "vhost")
+    __slots__ = (
+        "_patterns",
+        "_topics",
+        "has_topics",
+        "impersonator",
+        "tags",
+        "username",
+        "vhost",
+        "write_all",
+    )
 
     def __init__(
         self,
@@ -96,6 +105,9 @@ class Access:
             exchange: (_Pattern(self._expand(write_)), _Pattern(self._expand(read_)))
             for exchange, (write_, read_) in (topics or {}).items()
         }
+        # Read on every publish: most users may write everywhere and have no topic rules.
+        self.write_all = self._patterns[WRITE].allows_all
+        self.has_topics = bool(self._topics)
 
     @classmethod
     def full(cls, username: str, vhost: str, tags: Iterable[str] = ()) -> Access:

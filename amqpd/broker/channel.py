@@ -15,6 +15,7 @@ import re
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
+from amqpd.broker.access import CONFIGURE, READ, WRITE
 from amqpd.broker.arguments import validate_consumer_arguments
 from amqpd.broker.consumer import Consumer
 from amqpd.broker.durability import all_durable, any_lost
@@ -23,7 +24,12 @@ from amqpd.broker.exchanges.delayed import release_at_ms
 from amqpd.broker.message import Message
 from amqpd.broker.ports import ChannelSink, MessageLog
 from amqpd.broker.queue import Durability, Queue, QueueEntry
-from amqpd.broker.vhost import VirtualHost, server_generated_name
+from amqpd.broker.vhost import (
+    DEFAULT_EXCHANGE,
+    VirtualHost,
+    default_exchange_refused,
+    server_generated_name,
+)
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_USER_ID
 from amqpd.errors import (
@@ -170,6 +176,9 @@ class Channel:
     ) -> None:
         if immediate:
             raise FeatureNotImplemented("immediate=true", 60, 40)
+        access = self.connection.access
+        if not access.write_all:
+            access.check(WRITE, "exchange", exchange_name)
         exchange = self.vhost.exchanges.get(exchange_name)
         if exchange is None:
             raise NotFound(f"no exchange '{exchange_name}' in vhost '{self.vhost.name}'")
@@ -178,17 +187,19 @@ class Channel:
                 f"cannot publish to internal exchange '{exchange_name}' in vhost "
                 f"'{self.vhost.name}'"
             )
+        if access.has_topics and exchange.type_name == "topic":
+            access.check_topic(WRITE, exchange_name, routing_key)
         message = Message(exchange_name, routing_key, header, body, encoded_route)
         flags = message.flags
-        if flags & FLAG_EXPIRATION:
-            check_expiration(message.properties.expiration)
-        if flags & FLAG_USER_ID:
+        if flags & FLAG_USER_ID and not access.impersonator:
             user_id = message.properties.user_id
             if user_id is not None and user_id != self.connection.username:
                 raise PreconditionFailed(
                     f"user_id property set to '{user_id}' but authenticated user was "
                     f"'{self.connection.username}'"
                 )
+        if flags & FLAG_EXPIRATION:
+            check_expiration(message.properties.expiration)
         if isinstance(exchange, DelayedExchange) and exchange.pending is not None:
             # A bad delay is refused now, not when a transaction commits.
             release_at_ms(message, now_ms, exchange.pending.delay_ms_max)
@@ -266,9 +277,13 @@ class Channel:
 
     # --------------------------------------------------------------- queues
 
-    def queue(self, name: str) -> Queue:
-        """The queue a method names; "" means the last queue declared on this channel."""
-        return self.vhost.queue(self.resolve_queue_name(name), self.connection)
+    def queue(self, name: str, permission: str | None = None) -> Queue:
+        """The queue a method names; "" means the last queue declared on this channel.
+        With `permission`, the user's right to it is checked first (403 before 404)."""
+        name = self.resolve_queue_name(name)
+        if permission is not None:
+            self.connection.access.check(permission, "queue", name)
+        return self.vhost.queue(name, self.connection)
 
     def resolve_queue_name(self, name: str) -> str:
         if name:
@@ -295,11 +310,103 @@ class Channel:
             exclusive=exclusive,
             auto_delete=auto_delete,
             arguments=arguments,
+            access=self.connection.access,
         )
         if exclusive and not passive:
             self.connection.exclusive_queues[queue.name] = queue
         self.last_queue_name = queue.name
         return queue
+
+    def delete_queue(self, name: str, *, if_unused: bool, if_empty: bool) -> int:
+        """queue.delete: the ready messages it held; a missing queue is no error."""
+        name = self.resolve_queue_name(name)
+        self.connection.access.check(CONFIGURE, "queue", name)
+        try:
+            queue = self.vhost.queue(name, self.connection)
+        except NotFound:
+            return 0  # deleting what is not there succeeds, as RabbitMQ does
+        return self.vhost.delete_queue(queue, if_unused=if_unused, if_empty=if_empty)
+
+    def purge(self, name: str) -> int:
+        return self.queue(name, READ).purge()
+
+    # ------------------------------------------------------------ exchanges
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_name: str,
+        *,
+        passive: bool,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> None:
+        self.vhost.declare_exchange(
+            name,
+            type_name,
+            passive=passive,
+            durable=durable,
+            auto_delete=auto_delete,
+            internal=internal,
+            arguments=arguments,
+            access=self.connection.access,
+        )
+
+    def delete_exchange(self, name: str, *, if_unused: bool) -> None:
+        self.vhost.delete_exchange(name, if_unused=if_unused, access=self.connection.access)
+
+    # ------------------------------------------------------------- bindings
+
+    def _check_binding(self, source: str, kind: str, destination: str, routing_key: str) -> None:
+        """RabbitMQ's order: write on the destination, neither end the default exchange,
+        read on the source, and the topic permission on the routing key."""
+        access = self.connection.access
+        access.check(WRITE, kind, destination)
+        if source == DEFAULT_EXCHANGE or (kind == "exchange" and destination == DEFAULT_EXCHANGE):
+            raise default_exchange_refused()
+        access.check(READ, "exchange", source)
+        if access.has_topics:
+            exchange = self.vhost.exchanges.get(source)
+            if exchange is not None and exchange.type_name == "topic":
+                access.check_topic(READ, source, routing_key)
+
+    def _queue_binding(self, queue_name: str, routing_key: str) -> tuple[str, str]:
+        name = self.resolve_queue_name(queue_name)
+        if not queue_name and not routing_key:
+            routing_key = name  # both empty: the last queue's name is the key too
+        return name, routing_key
+
+    def bind_queue(
+        self, queue_name: str, exchange: str, routing_key: str, arguments: FieldTable
+    ) -> None:
+        name, routing_key = self._queue_binding(queue_name, routing_key)
+        self._check_binding(exchange, "queue", name, routing_key)
+        queue = self.vhost.queue(name, self.connection)
+        self.vhost.bind(exchange, queue, routing_key, arguments)
+
+    def unbind_queue(
+        self, queue_name: str, exchange: str, routing_key: str, arguments: FieldTable
+    ) -> None:
+        # As RabbitMQ: no exclusivity check, and a missing queue or binding is no error.
+        name, routing_key = self._queue_binding(queue_name, routing_key)
+        self._check_binding(exchange, "queue", name, routing_key)
+        queue = self.vhost.queues.get(name)
+        if queue is not None:
+            self.vhost.unbind(exchange, queue, routing_key, arguments)
+
+    def bind_exchange(
+        self, source: str, destination: str, routing_key: str, arguments: FieldTable
+    ) -> None:
+        self._check_binding(source, "exchange", destination, routing_key)
+        self.vhost.bind_exchange(source, destination, routing_key, arguments)
+
+    def unbind_exchange(
+        self, source: str, destination: str, routing_key: str, arguments: FieldTable
+    ) -> None:
+        self._check_binding(source, "exchange", destination, routing_key)
+        self.vhost.unbind_exchange(source, destination, routing_key, arguments)
 
     # ------------------------------------------------------------ consumers
 
@@ -313,7 +420,7 @@ class Channel:
         arguments: FieldTable,
     ) -> Consumer:
         """Register a consumer. The caller sends consume-ok, then calls `start`."""
-        queue = self.queue(queue_name)
+        queue = self.queue(queue_name, READ)
         if consumer_tag in self.consumers:
             raise NotAllowed(f"attempt to reuse consumer tag '{consumer_tag}'", 60, 20)
         if queue.exclusive_consumer is not None or (exclusive and queue.consumers):
@@ -398,7 +505,7 @@ class Channel:
 
     def get(self, queue_name: str, no_ack: bool) -> tuple[int, bool, Message, int] | None:
         """basic.get: (delivery_tag, redelivered, message, messages still ready) or None."""
-        queue = self.queue(queue_name)
+        queue = self.queue(queue_name, READ)
         entry = queue.get(no_ack)
         if entry is None:
             return None

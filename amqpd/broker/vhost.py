@@ -21,6 +21,7 @@ from typing import Final
 
 import attrs
 
+from amqpd.broker.access import CONFIGURE, READ, WRITE, Access
 from amqpd.broker.arguments import (
     EXCHANGE_ARGUMENTS,
     QUEUE_ARGUMENTS,
@@ -123,6 +124,8 @@ class VirtualHost:
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self.policies: tuple[Policy, ...] = ()
+        # RabbitMQ's max-queues vhost limit: declaring one more is refused (406).
+        self.queues_max: int | None = None
         self._restoring = False  # replaying stored definitions: nothing to write back
         # Only the default exchange's name and type matter; routing to it is by queue name.
         self.default_exchange = DirectExchange(DEFAULT_EXCHANGE, name, durable=True)
@@ -164,7 +167,11 @@ class VirtualHost:
         auto_delete: bool = False,
         internal: bool = False,
         arguments: FieldTable | None = None,
+        access: Access | None = None,
     ) -> Exchange:
+        """Declare (or find, if passive) an exchange; `access` checks the user's rights as
+        RabbitMQ does: configure on the exchange, and for a new one naming an alternate
+        exchange, read on it and write on the alternate."""
         arguments = arguments or {}
         if name == DEFAULT_EXCHANGE:
             raise default_exchange_refused()
@@ -177,6 +184,8 @@ class VirtualHost:
         if cls is None:
             # RabbitMQ says "invalid" only for names that happen to be Erlang atoms.
             raise CommandInvalid(f"unknown exchange type '{type_name}'")
+        if access is not None:
+            access.check(CONFIGURE, "exchange", name)
         if existing is not None:
             self._check_exchange_equivalence(
                 existing, type_name, durable, auto_delete, internal, arguments
@@ -188,6 +197,10 @@ class VirtualHost:
             )
         validate_exchange_arguments(arguments, name, self.name)
         cls.validate_arguments(arguments)
+        alternate = arguments.get("alternate-exchange")
+        if access is not None and isinstance(alternate, str):
+            access.check(READ, "exchange", name)
+            access.check(WRITE, "exchange", alternate)
         return self._add_exchange(cls, name, durable, auto_delete, internal, arguments)
 
     def _add_exchange(
@@ -261,13 +274,17 @@ class VirtualHost:
             existing.arguments, arguments, compared, "exchange", existing.name, self.name
         )
 
-    def delete_exchange(self, name: str, *, if_unused: bool = False) -> None:
+    def delete_exchange(
+        self, name: str, *, if_unused: bool = False, access: Access | None = None
+    ) -> None:
         if name == DEFAULT_EXCHANGE:
             raise default_exchange_refused()
         if name.startswith(RESERVED_PREFIX):
             raise AccessRefused(
                 f"deletion of system exchange '{name}' in vhost '{self.name}' not allowed"
             )
+        if access is not None:
+            access.check(CONFIGURE, "exchange", name)
         exchange = self.exchanges.get(name)
         if exchange is None:
             return  # deleting what is not there succeeds, as RabbitMQ does
@@ -316,7 +333,11 @@ class VirtualHost:
         exclusive: bool = False,
         auto_delete: bool = False,
         arguments: FieldTable | None = None,
+        access: Access | None = None,
     ) -> Queue:
+        """Declare (or find, if passive) a queue; `access` checks the user's rights as
+        RabbitMQ does: configure on the queue, and for a new one naming a dead-letter
+        exchange, read on the queue and write on that exchange."""
         arguments = arguments or {}
         if passive:
             if not name:
@@ -330,6 +351,8 @@ class VirtualHost:
             raise AccessRefused(
                 f"queue name '{name}' contains reserved prefix '{RESERVED_PREFIX}*'"
             )
+        if access is not None:
+            access.check(CONFIGURE, "queue", name)
         existing = self.queues.get(name)
         if existing is not None:
             # A redeclare must match exclusivity exactly (405 either way, as RabbitMQ).
@@ -338,7 +361,17 @@ class VirtualHost:
             self._check_queue_equivalence(existing, durable, auto_delete, arguments)
             existing.used(self.services.timers.clock_ms())
             return existing
+        limit = self.queues_max
+        if limit is not None and len(self.queues) >= limit:
+            raise PreconditionFailed(
+                f"cannot declare queue '{name}': queue limit in vhost '{self.name}' "
+                f"({limit}) is reached"
+            )
         validate_queue_arguments(arguments, name, self.name)
+        dead_letter_exchange = arguments.get("x-dead-letter-exchange")
+        if access is not None and isinstance(dead_letter_exchange, str):
+            access.check(READ, "queue", name)
+            access.check(WRITE, "exchange", dead_letter_exchange)
         # Exclusive queues never outlive their connection, so never a restart either.
         return self._add_queue(
             name, durable and not exclusive, exclusive, owner, auto_delete, arguments

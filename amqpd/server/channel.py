@@ -20,8 +20,7 @@ from amqpd.broker.consumer import Consumer
 from amqpd.broker.durability import all_durable
 from amqpd.broker.message import Message
 from amqpd.broker.ports import MessageLog
-from amqpd.broker.vhost import default_exchange_refused
-from amqpd.errors import ChannelException, CommandInvalid, NotFound
+from amqpd.errors import ChannelException, CommandInvalid
 from amqpd.protocol import spec
 from amqpd.protocol.connection import ProtocolConnection
 from amqpd.protocol.fast_codec import (
@@ -205,7 +204,7 @@ class ChannelHandler:
     # exchange -----------------------------------------------------------
 
     def _exchange_declare(self, method: spec.ExchangeDeclare) -> None:
-        self.channel.vhost.declare_exchange(
+        self.channel.declare_exchange(
             method.exchange,
             method.exchange_type,
             passive=method.passive,
@@ -218,19 +217,19 @@ class ChannelHandler:
             self._reply(spec.ExchangeDeclareOk())
 
     def _exchange_delete(self, method: spec.ExchangeDelete) -> None:
-        self.channel.vhost.delete_exchange(method.exchange, if_unused=method.if_unused)
+        self.channel.delete_exchange(method.exchange, if_unused=method.if_unused)
         if not method.nowait:
             self._reply(spec.ExchangeDeleteOk())
 
     def _exchange_bind(self, method: spec.ExchangeBind) -> None:
-        self.channel.vhost.bind_exchange(
+        self.channel.bind_exchange(
             method.source, method.destination, method.routing_key, method.arguments
         )
         if not method.nowait:
             self._reply(spec.ExchangeBindOk())
 
     def _exchange_unbind(self, method: spec.ExchangeUnbind) -> None:
-        self.channel.vhost.unbind_exchange(
+        self.channel.unbind_exchange(
             method.source, method.destination, method.routing_key, method.arguments
         )
         if not method.nowait:
@@ -257,45 +256,25 @@ class ChannelHandler:
             )
 
     def _queue_bind(self, method: spec.QueueBind) -> None:
-        channel = self.channel
-        queue = channel.queue(method.queue)
-        routing_key = method.routing_key
-        if not method.queue and not routing_key:
-            routing_key = queue.name  # both empty: the last queue's name is the key too
-        channel.vhost.bind(method.exchange, queue, routing_key, method.arguments)
+        self.channel.bind_queue(method.queue, method.exchange, method.routing_key, method.arguments)
         if not method.nowait:
             self._reply(spec.QueueBindOk())
 
     def _queue_unbind(self, method: spec.QueueUnbind) -> None:
-        # As RabbitMQ: no exclusivity check, and a missing queue or binding is no error.
-        channel = self.channel
-        name = channel.resolve_queue_name(method.queue)
-        routing_key = method.routing_key
-        if not method.queue and not routing_key:
-            routing_key = name
-        queue = channel.vhost.queues.get(name)
-        if queue is not None:
-            channel.vhost.unbind(method.exchange, queue, routing_key, method.arguments)
-        elif method.exchange == "":
-            raise default_exchange_refused()
+        self.channel.unbind_queue(
+            method.queue, method.exchange, method.routing_key, method.arguments
+        )
         self._reply(spec.QueueUnbindOk())
 
     def _queue_purge(self, method: spec.QueuePurge) -> None:
-        count = self.channel.queue(method.queue).purge()
+        count = self.channel.purge(method.queue)
         if not method.nowait:
             self._reply(spec.QueuePurgeOk(message_count=count))
 
     def _queue_delete(self, method: spec.QueueDelete) -> None:
-        channel = self.channel
-        name = channel.resolve_queue_name(method.queue)
-        try:
-            queue = channel.vhost.queue(name, channel.connection)
-        except NotFound:
-            count = 0  # deleting what is not there succeeds, as RabbitMQ does
-        else:
-            count = channel.vhost.delete_queue(
-                queue, if_unused=method.if_unused, if_empty=method.if_empty
-            )
+        count = self.channel.delete_queue(
+            method.queue, if_unused=method.if_unused, if_empty=method.if_empty
+        )
         if not method.nowait:
             self._reply(spec.QueueDeleteOk(message_count=count))
 
