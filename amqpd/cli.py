@@ -7,29 +7,39 @@ gracefully (clients get 320 CONNECTION_FORCED) and the process exits 0. SIGHUP r
 config file again and applies its policies; a config with errors is refused and logged,
 and the running one stays.
 
-Exit codes: 0 stopped cleanly, 1 could not run (port in use, data dir locked), 2 bad
-usage, 78 bad config (EX_CONFIG).
+Subcommands for operators:
+  amqpd hash-password [--algorithm argon2|sha256|sha512|md5]   a hash for a users entry
+  amqpd check-config [--config FILE] [...]    validate the config and print a summary
+  amqpd reload [--config FILE] [--data-dir PATH]   validate, then SIGHUP the broker
+
+Exit codes: 0 stopped cleanly (or the subcommand succeeded), 1 could not run (port in
+use, data dir locked, no broker to reload), 2 bad usage, 78 bad config (EX_CONFIG).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gc
+import getpass
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
 
 from amqpd import __version__
+from amqpd.auth.passwords import ALGORITHM_NAMES, hash_password
 from amqpd.config.load import ConfigError, load, override
 from amqpd.config.model import Listener, ServerConfig
-from amqpd.node import DataDirInUse, Node
+from amqpd.node import LOCK_FILE_NAME, DataDirInUse, Node
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_USAGE = 2
 EXIT_CONFIG = 78
 
 log = logging.getLogger("amqpd")
@@ -109,7 +119,149 @@ async def _serve(node: Node, args: argparse.Namespace) -> None:
 GC_YOUNG_OBJECTS_MAX = 10_000
 
 
+def hash_password_command(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="amqpd hash-password",
+        description="Print a password hash for a `users` entry. The password is read from "
+        "the terminal (twice), or from the first line of standard input when it is not one.",
+    )
+    parser.add_argument(
+        "--algorithm",
+        choices=tuple(ALGORITHM_NAMES),
+        default="argon2",
+        help="argon2 (default), or one of RabbitMQ's formats: sha256, sha512, md5",
+    )
+    args = parser.parse_args(argv)
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("amqpd: the passwords differ", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("amqpd: an empty password cannot log in; give one", file=sys.stderr)
+        return EXIT_USAGE
+    print(hash_password(password, algorithm=args.algorithm))
+    if args.algorithm != "argon2":
+        print(f"hashing_algorithm: {ALGORITHM_NAMES[args.algorithm]}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    parser.prog = prog
+    parser.description = description
+    return parser
+
+
+def summary(config: ServerConfig) -> list[str]:
+    """What a config sets up, one line per item, for `check-config`."""
+    lines = [
+        "listeners: "
+        + ", ".join(f"{listener.bind}:{listener.port}" for listener in config.listeners),
+        f"data_dir: {config.data_dir}",
+        f"fsync: {config.storage.fsync}",
+        f"audit_log: {config.audit_log or 'off'}",
+        f"vhosts ({len(config.vhosts)}):",
+    ]
+    for vhost in config.vhosts:
+        limits = vhost.limits
+        lines.append(
+            f"  {vhost.name}  connections_max={_limit(limits.connections_max)} "
+            f"queues_max={_limit(limits.queues_max)}"
+        )
+    lines.append(f"users ({len(config.users)}):")
+    grants: dict[str, list[str]] = {}
+    for user in config.users:
+        grants[user.name] = [f"{vhost} (.* .* .*)" for vhost in user.vhosts]
+    for permission in config.permissions:
+        grants[permission.user].append(
+            f"{permission.vhost} ({permission.configure!r} {permission.write!r} "
+            f"{permission.read!r})"
+        )
+    for user in config.users:
+        tags = ",".join(user.tags) or "-"
+        login = "certificate only" if not user.password_hash else "password"
+        lines.append(
+            f"  {user.name}  tags={tags}  login={login}  vhosts: "
+            + ("; ".join(grants[user.name]) or "none")
+        )
+    lines.append(f"topic permissions: {len(config.topic_permissions)}")
+    lines.append(f"policies: {len(config.policies)}")
+    lines.append(f"loopback_users: {', '.join(config.loopback_users) or 'none'}")
+    return lines
+
+
+def _limit(value: int | None) -> str:
+    return "none" if value is None else str(value)
+
+
+def check_config_command(argv: Sequence[str]) -> int:
+    parser = _config_parser(
+        "amqpd check-config",
+        "Validate the configuration as `amqpd` would read it; print a summary.",
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = make_config(args)
+    except ConfigError as error:
+        print(f"amqpd: config error:\n{error}", file=sys.stderr)
+        return EXIT_CONFIG
+    print("\n".join(summary(config)))
+    print("config OK")
+    return EXIT_OK
+
+
+def reload_command(argv: Sequence[str]) -> int:
+    parser = _config_parser(
+        "amqpd reload",
+        "Validate the configuration, then ask the broker serving the data folder to read "
+        "it again (SIGHUP). A config with errors is not sent: the running one stays.",
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = make_config(args)
+    except ConfigError as error:
+        print(f"amqpd: config error, not reloaded:\n{error}", file=sys.stderr)
+        return EXIT_CONFIG
+    pid = _serving_pid(config.data_dir)
+    if pid is None:
+        print(f"amqpd: no broker is serving {config.data_dir}", file=sys.stderr)
+        return EXIT_FAILURE
+    os.kill(pid, signal.SIGHUP)
+    print(f"reload requested from the broker (pid {pid}); its log says what changed")
+    return EXIT_OK
+
+
+def _serving_pid(data_dir: Path) -> int | None:
+    """The pid in the data folder's lock file, if a broker holds the lock."""
+    try:
+        lock_file = open(data_dir / LOCK_FILE_NAME, encoding="utf-8")  # noqa: SIM115
+    except OSError:
+        return None
+    with lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = lock_file.read().strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(lock_file, fcntl.LOCK_UN)
+        return None  # nobody holds it
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "hash-password": hash_password_command,
+    "check-config": check_config_command,
+    "reload": reload_command,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.port is not None and not 0 <= args.port <= 65535:

@@ -31,7 +31,7 @@ from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.policies import Policy
 from amqpd.broker.queue import KIND_TRANSIENT
 from amqpd.broker.vhost import BrokerServices
-from amqpd.config.model import ServerConfig
+from amqpd.config.model import TENANCY_KEYS, ServerConfig
 from amqpd.server.alarms import watch_disk
 from amqpd.server.audit import AuditLog
 from amqpd.server.context import ServerContext
@@ -81,16 +81,46 @@ class Node:
         self._stop.set()
 
     def reload(self, config: ServerConfig) -> None:
-        """Apply a config read again (SIGHUP): policies at once, to the queues and exchanges
-        already there; anything else that changed waits for a restart, and says so."""
+        """Apply a config read again (SIGHUP, `amqpd reload`): the tenancy (vhosts, users,
+        permissions, limits) and policies at once; anything else that changed waits for a
+        restart, and says so. The next method on an open channel is checked against the
+        new permissions; connections of a user or vhost no longer configured are closed
+        with 320 CONNECTION_FORCED."""
         running = self.config
-        self.context.broker.set_policies(broker_policies(config))
-        self.config = attrs.evolve(running, policies=config.policies)
-        log.info("config reloaded: %d policies in force", len(config.policies))
+        context = self.context
+        broker = context.broker
+        for vhost in config.vhosts:
+            broker.add_vhost(vhost.name).queues_max = vhost.limits.queues_max
+        broker.set_policies(broker_policies(config))
+        context.apply_tenancy(
+            Authenticator.from_config(config), {vhost.name: vhost for vhost in config.vhosts}
+        )
+        removed = set(running.vhost_names) - set(config.vhost_names)
+        for name in sorted(removed):
+            log.warning(
+                "vhost '%s' is no longer configured: its connections were closed and it "
+                "accepts none; its queues stay until the next restart, which deletes them "
+                "unless the vhost is listed again",
+                name,
+            )
+        self.config = attrs.evolve(running, **{key: getattr(config, key) for key in TENANCY_KEYS})
+        log.info(
+            "config reloaded: %d vhost(s), %d user(s), %d permission(s), %d policies in force",
+            len(config.vhosts),
+            len(config.users),
+            len(config.permissions) + sum(len(user.vhosts) for user in config.users),
+            len(config.policies),
+        )
+        context.audit.record(
+            "config_reloaded",
+            vhosts=len(config.vhosts),
+            users=len(config.users),
+            vhosts_removed=sorted(removed) or None,
+        )
         waiting = [
             field.name
             for field in attrs.fields(ServerConfig)
-            if field.name != "policies"
+            if field.name not in TENANCY_KEYS
             and getattr(running, field.name) != getattr(config, field.name)
         ]
         if waiting:
@@ -142,6 +172,8 @@ class Node:
             ),
         )
         broker.set_policies(broker_policies(config))
+        for vhost_config in config.vhosts:
+            broker.vhosts[vhost_config.name].queues_max = vhost_config.limits.queues_max
         definitions: list[Definition] = []
         for value in store.definitions.items().values():
             try:

@@ -23,6 +23,13 @@ class Broker:
     def vhost(self, name: str) -> VirtualHost | None:
         return self.vhosts.get(name)
 
+    def add_vhost(self, name: str) -> VirtualHost:
+        """A vhost named by a reloaded config (the one there already, if any)."""
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            vhost = self.vhosts[name] = VirtualHost(name, self.services)
+        return vhost
+
     def set_policies(self, policies: Mapping[str, Iterable[Policy]]) -> None:
         """Each vhost's policies (a vhost not named has none)."""
         for name, vhost in self.vhosts.items():

@@ -141,6 +141,12 @@ class ClientSession:
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
+    def force_close(self, reason: str) -> None:
+        """320 CONNECTION_FORCED with `reason` (a user or vhost removed by a reload)."""
+        log.warning("connection %s: closing, %s", self.label, reason)
+        self._close_connection(CONNECTION_FORCED, reply_text(CONNECTION_FORCED, reason))
+        self._schedule_write()
+
     def shutdown(self) -> None:
         """The broker is stopping: 320 CONNECTION_FORCED, then wait for close-ok."""
         if self.proto.phase in (Phase.AWAITING_PROTOCOL_HEADER, Phase.CLOSED):

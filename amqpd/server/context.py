@@ -88,6 +88,27 @@ class ServerContext:
         )
         self.password_checks = anyio.CapacityLimiter(settings.password_checks_max)
 
+    def apply_tenancy(self, authenticator: Authenticator, vhosts: dict[str, Vhost]) -> None:
+        """A reloaded tenancy: open connections get their new rights; those of a user or
+        vhost that is gone are closed with 320."""
+        self.authenticator = authenticator
+        self.vhost_settings = vhosts
+        for session in list(self.sessions):
+            connection = session.broker_connection
+            if connection is None or connection.closed:
+                continue
+            username, vhost = connection.username, connection.vhost.name
+            if authenticator.user(username) is None:
+                session.force_close(f"user '{username}' is deleted")
+            elif vhost not in vhosts:
+                session.force_close(f"vhost '{vhost}' is deleted")
+            else:
+                # Permissions withdrawn: nothing is allowed, method by method (RabbitMQ
+                # keeps such connections open too).
+                connection.access = self.access(username, vhost) or Access(
+                    username, vhost, "", "", ""
+                )
+
     def access(self, username: str, vhost: str) -> Access | None:
         """What `username` may do in `vhost` now; None: nothing (the vhost is closed)."""
         user = self.authenticator.user(username)
