@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from interop import client_runs
+from interop import client_runs, permissions
 from interop.differential import main
 
 pytestmark = pytest.mark.timeout(900)
@@ -32,3 +32,10 @@ def test_every_client_run_passes(capsys: pytest.CaptureFixture[str]) -> None:
     report = capsys.readouterr().out
     assert code == 0, report
     assert report.count(" | 1 | 0 |") == len(client_runs.CLIENTS)
+
+
+def test_the_permission_matrix_is_the_same_as_rabbitmqs(capsys: pytest.CaptureFixture[str]) -> None:
+    code = permissions.main([])
+    report = capsys.readouterr().out
+    assert code == 0, report
+    assert f"| {len(permissions.expected())} | {len(permissions.expected())} | 0 |" in report
