@@ -261,6 +261,7 @@ class Node:
         finally:
             if self.store is not None:
                 self.store.close()
+            context.audit.close()
             self._unlock_data_dir()
         log.info("amqpd stopped")
 

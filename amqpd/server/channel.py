@@ -140,6 +140,8 @@ class ChannelHandler:
         services = self.channel.vhost.services
         ticket = services.definitions_ticket
         handler(self, method)
+        if type(method) in _AUDITED:
+            self._audit(method)
         if services.definitions_ticket != ticket and self._pending_reply is not None:
             # A durable definition changed: its reply waits for the journal's fsync.
             after = services.definitions_ticket
@@ -147,6 +149,27 @@ class ChannelHandler:
         elif self._pending_reply is not None:
             self._reply_now(self._pending_reply)
         self._pending_reply = None
+
+    def _audit(self, method: spec.Method) -> None:
+        """A declare, delete, bind or unbind that succeeded, for the audit log."""
+        audit = self.session.context.audit
+        if not audit.enabled or getattr(method, "passive", False):
+            return
+        channel = self.channel
+        fields = {
+            name: getattr(method, name)
+            for name in _AUDITED[type(method)]
+            if getattr(method, name, None) not in (None, "", {})
+        }
+        if type(method) is spec.QueueDeclare and not fields.get("queue"):
+            fields["queue"] = channel.last_queue_name  # the name the broker chose
+        audit.record(
+            method.NAME,
+            user=channel.connection.username,
+            vhost=channel.vhost.name,
+            peer=self.session.peer_host,
+            **fields,
+        )
 
     def close(self) -> None:
         self._confirm_through = 0
@@ -362,6 +385,19 @@ class ChannelHandler:
         self.channel.rollback()
         self._reply(spec.TxRollbackOk())
 
+
+# Methods the audit log records, with the fields it keeps of each.
+_AUDITED: Final[dict[type[spec.Method], tuple[str, ...]]] = {
+    spec.ExchangeDeclare: ("exchange", "exchange_type", "durable", "arguments"),
+    spec.ExchangeDelete: ("exchange",),
+    spec.ExchangeBind: ("destination", "source", "routing_key", "arguments"),
+    spec.ExchangeUnbind: ("destination", "source", "routing_key", "arguments"),
+    spec.QueueDeclare: ("queue", "durable", "exclusive", "arguments"),
+    spec.QueueDelete: ("queue",),
+    spec.QueueBind: ("queue", "exchange", "routing_key", "arguments"),
+    spec.QueueUnbind: ("queue", "exchange", "routing_key", "arguments"),
+    spec.QueuePurge: ("queue",),
+}
 
 _DISPATCH: Final[dict[type[spec.Method], Callable[[ChannelHandler, Any], None]]] = {
     spec.ChannelFlow: ChannelHandler._flow,

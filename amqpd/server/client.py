@@ -21,6 +21,7 @@ import anyio.abc
 
 from amqpd.broker.connection import Connection
 from amqpd.errors import (
+    ACCESS_REFUSED,
     CONNECTION_FORCED,
     AMQPException,
     ChannelException,
@@ -457,6 +458,13 @@ class ClientSession:
             )
         refusal = context.connection_limit_refusal(user, vhost_name)
         if refusal is not None:
+            context.audit.record(
+                "access_refused",
+                user=self.username,
+                vhost=vhost_name,
+                peer=self.peer_host,
+                reason=refusal,
+            )
             raise NotAllowed(refusal, 10, 40)
         self.broker_connection = Connection(
             self.label,
@@ -480,6 +488,15 @@ class ClientSession:
             error.reply_text,
             self.username,
         )
+        if error.reply_code == ACCESS_REFUSED:
+            connection = self.broker_connection
+            self.context.audit.record(
+                "access_refused",
+                user=self.username,
+                vhost=connection.vhost.name if connection is not None else None,
+                peer=self.peer_host,
+                reason=error.reply_text,
+            )
         self._release_channel(channel)
         self.proto.close_channel(
             channel, error.reply_code, error.reply_text, error.class_id, error.method_id
