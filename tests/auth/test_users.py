@@ -54,6 +54,14 @@ def test_an_unknown_user_and_a_wrong_password_cost_the_same_one_argon2_check(
         )
     assert authenticator.authenticate("PLAIN", "migrated", "pw", "127.0.0.1").name == "migrated"
 
+    # RabbitMQ's formats only (the default config): no argon2 check, unknown or not.
+    checks.clear()
+    rabbit_only = Authenticator(users[1:], ())
+    for name in ("migrated", "nobody"):
+        with pytest.raises(LoginRefused):
+            rabbit_only.authenticate("PLAIN", name, "wrong", "127.0.0.1")
+    assert checks == []
+
 
 def test_loopback_users_log_in_only_from_loopback() -> None:
     authenticator = Authenticator([User("guest", hash_password("guest"), vhosts=("/",))], ["guest"])

@@ -387,7 +387,7 @@ def test_a_consumer_that_stops_reading_holds_only_a_bounded_backlog(
     in the queue instead of piling up in the broker's memory for a stuck client."""
     body = b"x" * 900  # under message_bytes_max (1000)
     count = 20_000  # 18 MB in all
-    with connect(broker) as publisher, connect(broker) as stuck:
+    with connect(broker) as publisher:
         publisher.handshake()
         publisher.open_channel(1)
         publisher.declare_and_confirm(1, commands.Queue.Declare(queue="backlog", auto_delete=True))
@@ -396,15 +396,16 @@ def test_a_consumer_that_stops_reading_holds_only_a_bounded_backlog(
         acked = 0
         while acked < count:
             acked = publisher.expect(commands.Basic.Ack).delivery_tag
-        stuck.handshake()
-        stuck.open_channel(1)
-        stuck.send(1, commands.Basic.Consume(queue="backlog", no_ack=True))  # never read
-        deadline = time.monotonic() + 10
-        consumers = 0
-        while consumers == 0:  # until the stuck consumer is in place
-            assert time.monotonic() < deadline, "the consumer never registered"
-            publisher.send(1, commands.Queue.Declare(queue="backlog", passive=True))
-            declare_ok = publisher.expect(commands.Queue.DeclareOk)
-            ready, consumers = declare_ok.message_count, declare_ok.consumer_count
-        # 1 MiB queued in the broker plus a few MB of socket buffers, at ~1 KB each.
-        assert ready > count - 12_000
+        with connect(broker) as stuck:  # after publishing: handshake_timeout_s is 1 here
+            stuck.handshake()
+            stuck.open_channel(1)
+            stuck.send(1, commands.Basic.Consume(queue="backlog", no_ack=True))  # never read
+            deadline = time.monotonic() + 10
+            consumers = 0
+            while consumers == 0:  # until the stuck consumer is in place
+                assert time.monotonic() < deadline, "the consumer never registered"
+                publisher.send(1, commands.Queue.Declare(queue="backlog", passive=True))
+                declare_ok = publisher.expect(commands.Queue.DeclareOk)
+                ready, consumers = declare_ok.message_count, declare_ok.consumer_count
+            # 1 MiB queued in the broker plus a few MB of socket buffers, at ~1 KB each.
+            assert ready > count - 12_000
