@@ -31,6 +31,8 @@ from typing import Any
 import pytest
 
 from amqpd.auth.passwords import verify_password
+from amqpd.broker.broker import Broker
+from amqpd.cli import build_parser, configure, make_config
 from amqpd.config.definitions import (
     BindingDeclaration,
     Definitions,
@@ -51,6 +53,7 @@ from amqpd.config.model import (
     Vhost,
     VhostLimits,
 )
+from amqpd.node import apply_definitions, check_definitions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "rabbitmq-3.10-definitions.json"
 
@@ -514,4 +517,102 @@ def test_a_reference_to_a_user_defined_nowhere_names_the_file() -> None:
         merge_definitions(ServerConfig(), export, "the default config")
     assert str(raised.value) == (
         "defs.json with the default config: user 'ghost' is not in 'users'"
+    )
+
+
+# --------------------------------------------------------- command line, node
+
+
+def test_definitions_flag_overrides_the_key_and_is_read_again_each_time(tmp_path: Path) -> None:
+    (tmp_path / "amqpd.yaml").write_text("definitions_file: nothing-here.json\n")
+    copy = tmp_path / "export.json"
+    copy.write_text(FIXTURE.read_text())
+    args = build_parser().parse_args(
+        ["--config", str(tmp_path / "amqpd.yaml"), "--definitions", str(copy)]
+    )
+    config, definitions = configure(args)
+    assert config.definitions_file == copy
+    assert definitions is not None and definitions.source == str(copy)
+    assert len(config.policies) == 3
+    # What SIGHUP calls reads the file again.
+    data = json.loads(copy.read_text())
+    data["policies"].append(
+        {
+            "name": "new",
+            "vhost": "/",
+            "pattern": ".",
+            "apply-to": "all",
+            "priority": 0,
+            "definition": {"max-length": 7},
+        }
+    )
+    copy.write_text(json.dumps(data))
+    assert len(make_config(args).policies) == 4
+    # Without the flag, the key names the file, relative to the config file.
+    args = build_parser().parse_args(["--config", str(tmp_path / "amqpd.yaml")])
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'nothing-here.json'}: cannot read"):
+        make_config(args)
+
+
+def test_the_report_a_start_would_log_is_available_without_starting(
+    export: Definitions,
+) -> None:
+    config = merge_definitions(ServerConfig(), export, "the default config")
+    report = check_definitions(config, export)
+    assert report == definitions_report(export)
+    assert report.applied["queues"] == 7
+
+
+def test_an_inequivalent_existing_entity_is_reported_and_the_rest_declared(
+    export: Definitions,
+) -> None:
+    config = merge_definitions(ServerConfig(), export, "the default config")
+    broker = Broker(config.vhost_names)
+    shop = broker.vhosts["defs-shop"]
+    shop.declare_queue("shop.priority", owner=None, durable=True)  # no x-max-priority
+    shop.declare_exchange("shop.topic", "fanout", durable=True)
+    shop.declare_queue("orders.new", owner=None, durable=True)  # equivalent: left alone
+    refused = apply_definitions(broker, export)
+    assert [str(problem) for problem in refused] == [
+        "exchange 'shop.topic' in vhost 'defs-shop': not declared: inequivalent arg 'type' "
+        "for exchange 'shop.topic' in vhost 'defs-shop': received 'topic' but current is "
+        "'fanout'",
+        "queue 'shop.priority' in vhost 'defs-shop': not declared: inequivalent arg "
+        "'x-max-priority' for queue 'shop.priority' in vhost 'defs-shop': received the value "
+        "'10' of type 'long' but current is none",
+    ]
+    assert set(shop.queues) == {
+        "orders.new",
+        "orders.dead",
+        "shop.ttl",
+        "shop.priority",
+        "shop.unrouted",
+        "shop.invoices",
+    }
+    report = definitions_report(export, refused)
+    assert report.applied["exchanges"] == 8 and report.applied["queues"] == 6
+    assert report.summary().endswith("; 13 not applied")
+    # Declaring again changes nothing and refuses the same two.
+    assert apply_definitions(broker, export) == refused
+    assert definitions_report(export, apply_definitions(broker, export)) == report
+
+
+def test_an_entity_of_a_vhost_that_is_not_configured_is_reported() -> None:
+    export = parse_definitions(
+        {
+            "queues": [
+                {
+                    "name": "q",
+                    "vhost": "elsewhere",
+                    "durable": True,
+                    "auto_delete": False,
+                    "arguments": {},
+                }
+            ]
+        },
+        "defs.json",
+    )
+    (problem,) = apply_definitions(Broker(["/"]), export)
+    assert str(problem) == (
+        "queue 'q' in vhost 'elsewhere': not declared: vhost 'elsewhere' is not configured"
     )
