@@ -2,10 +2,12 @@
 
 `amqpd` with no arguments serves AMQP on 127.0.0.1:5672 with data in ./amqpd-data and
 the user guest/guest (loopback only) on vhost "/". `--config FILE` reads settings from a
-YAML file; `--bind`, `--port` and `--data-dir` override it. SIGTERM or SIGINT shut down
-gracefully (clients get 320 CONNECTION_FORCED) and the process exits 0. SIGHUP reads the
-config file again and applies its policies; a config with errors is refused and logged,
-and the running one stays.
+YAML file; `--bind`, `--port` and `--data-dir` override it. `--definitions FILE` (or the
+`definitions_file` key) loads a RabbitMQ definitions export: its tenancy joins the
+config's, its exchanges, queues and bindings are declared at start. SIGTERM or SIGINT
+shut down gracefully (clients get 320 CONNECTION_FORCED) and the process exits 0. SIGHUP
+reads the config file (and the definitions file) again and applies its policies; a
+config with errors is refused and logged, and the running one stays.
 
 Subcommands for operators:
   amqpd hash-password [--algorithm argon2|sha256|sha512|md5]   a hash for a users entry
@@ -33,9 +35,10 @@ import anyio
 
 from amqpd import __version__
 from amqpd.auth.passwords import ALGORITHM_NAMES, hash_password
+from amqpd.config.definitions import Definitions, merge_definitions, read_definitions
 from amqpd.config.load import ConfigError, load, override
 from amqpd.config.model import Listener, ServerConfig
-from amqpd.node import LOCK_FILE_NAME, DataDirInUse, Node
+from amqpd.node import LOCK_FILE_NAME, DataDirInUse, Node, check_definitions
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -55,12 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, metavar="N", help="AMQP port (5672; 0 picks one)")
     parser.add_argument("--data-dir", type=Path, metavar="PATH", help="data folder (./amqpd-data)")
     parser.add_argument(
+        "--definitions",
+        type=Path,
+        metavar="FILE",
+        help="RabbitMQ definitions export (JSON) to load; overrides definitions_file",
+    )
+    parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="log verbosity (info)"
     )
     return parser
 
 
-def make_config(args: argparse.Namespace) -> ServerConfig:
+def configure(args: argparse.Namespace) -> tuple[ServerConfig, Definitions | None]:
+    """The config from the file and the flags, with the definitions export (if one is
+    named) read and its tenancy merged in; the definitions carry what node.py declares
+    and what could not be applied."""
     config = load(args.config) if args.config is not None else ServerConfig()
     if args.bind is not None or args.port is not None:
         first = config.listeners[0] if config.listeners else Listener()
@@ -69,7 +81,22 @@ def make_config(args: argparse.Namespace) -> ServerConfig:
             port=args.port if args.port is not None else first.port,
         )
         config = override(config, listeners=(listener,))
-    return override(config, data_dir=args.data_dir, log_level=args.log_level)
+    config = override(
+        config,
+        data_dir=args.data_dir,
+        log_level=args.log_level,
+        definitions_file=args.definitions,
+    )
+    if config.definitions_file is None:
+        return config, None
+    definitions = read_definitions(config.definitions_file)
+    config_source = str(args.config) if args.config is not None else "the default config"
+    return merge_definitions(config, definitions, config_source), definitions
+
+
+def make_config(args: argparse.Namespace) -> ServerConfig:
+    """The config to run with: also what SIGHUP reads again, definitions file included."""
+    return configure(args)[0]
 
 
 def _use_uvloop() -> bool:
@@ -204,11 +231,16 @@ def check_config_command(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        config = make_config(args)
+        config, definitions = configure(args)
     except ConfigError as error:
         print(f"amqpd: config error:\n{error}", file=sys.stderr)
         return EXIT_CONFIG
     print("\n".join(summary(config)))
+    if definitions is not None:
+        report = check_definitions(config, definitions)
+        print(report.summary())
+        for problem in report.problems:
+            print(f"  - {problem}")
     print("config OK")
     return EXIT_OK
 
@@ -267,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.port is not None and not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port} is not a TCP port")
     try:
-        config = make_config(args)
+        config, definitions = configure(args)
     except ConfigError as error:
         print(f"amqpd: config error:\n{error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -276,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    node = Node(config)
+    node = Node(config, definitions=definitions)
     gc.set_threshold(GC_YOUNG_OBJECTS_MAX, *gc.get_threshold()[1:])
     try:
         anyio.run(_serve, node, args, backend_options={"use_uvloop": _use_uvloop()})

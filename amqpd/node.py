@@ -2,7 +2,8 @@
 
 The only module that wires the layers together. `Node.start` locks the data folder,
 recovers the store (logging how long it took and what it found), rebuilds the durable
-vhost contents and binds every listener; `Node.serve` reports ready, serves until
+vhost contents, declares what a RabbitMQ definitions export adds (logging what it could
+not apply) and binds every listener; `Node.serve` reports ready, serves until
 `request_shutdown`, then sends every client 320 CONNECTION_FORCED, waits (bounded) for
 them to leave, and writes and fsyncs what is left.
 
@@ -31,7 +32,17 @@ from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.policies import Policy
 from amqpd.broker.queue import KIND_TRANSIENT
 from amqpd.broker.vhost import BrokerServices
+from amqpd.codec.fields import FieldTable, FieldValue
+from amqpd.config.definitions import (
+    Arguments,
+    Definitions,
+    DefinitionsReport,
+    JsonValue,
+    Problem,
+    definitions_report,
+)
 from amqpd.config.model import TENANCY_KEYS, ServerConfig
+from amqpd.errors import AMQPException
 from amqpd.server.alarms import watch_disk
 from amqpd.server.audit import AuditLog
 from amqpd.server.context import ServerContext
@@ -51,8 +62,17 @@ class DataDirInUse(Exception):
 
 
 class Node:
-    def __init__(self, config: ServerConfig, fs: FileSystem | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        fs: FileSystem | None = None,
+        definitions: Definitions | None = None,
+    ) -> None:
         self.config = config
+        # A RabbitMQ definitions export already merged into `config`: its exchanges,
+        # queues and bindings are declared at start, its problems logged then.
+        self.definitions = definitions
+        self.definitions_report: DefinitionsReport | None = None
         self._fs = fs  # the store's file-system seam (tests inject faults through it)
         self.addresses: list[tuple[str, int]] = []
         self.exit_code = 0
@@ -207,6 +227,13 @@ class Node:
             messages,
             time.monotonic() - started,
         )
+        if self.definitions is not None:
+            # After the durable state: what is already there (from an earlier start with
+            # the same export) is left alone, as a redeclare would.
+            self.definitions_report = report = definitions_report(
+                self.definitions, apply_definitions(broker, self.definitions)
+            )
+            log_definitions_report(report, self.definitions.notes)
         _log_waiting(broker)
         self._driver = StoreDriver(store, broker, self.fail)
         return ServerContext(
@@ -318,6 +345,92 @@ def broker_policies(config: ServerConfig) -> dict[str, list[Policy]]:
             )
         )
     return policies
+
+
+def apply_definitions(broker: Broker, definitions: Definitions) -> list[Problem]:
+    """Declare the export's exchanges, queues and bindings where they are missing, as a
+    client's declare would (an equivalent one already there is left alone); returns each
+    the broker refused (inequivalent, unknown type, missing vhost or end), by name."""
+    refused: list[Problem] = []
+    for exchange in definitions.exchanges:
+        vhost = broker.vhost(exchange.vhost)
+        try:
+            if vhost is None:
+                raise LookupError(f"vhost '{exchange.vhost}' is not configured")
+            vhost.declare_exchange(
+                exchange.name,
+                exchange.type,
+                durable=exchange.durable,
+                auto_delete=exchange.auto_delete,
+                internal=exchange.internal,
+                arguments=_field_table(exchange.arguments),
+            )
+        except (AMQPException, LookupError) as error:
+            refused.append(Problem(exchange.subject, f"not declared: {error}"))
+    for queue in definitions.queues:
+        vhost = broker.vhost(queue.vhost)
+        try:
+            if vhost is None:
+                raise LookupError(f"vhost '{queue.vhost}' is not configured")
+            vhost.declare_queue(
+                queue.name,
+                owner=None,
+                durable=queue.durable,
+                auto_delete=queue.auto_delete,
+                arguments=_field_table(queue.arguments),
+            )
+        except (AMQPException, LookupError) as error:
+            refused.append(Problem(queue.subject, f"not declared: {error}"))
+    for binding in definitions.bindings:
+        vhost = broker.vhost(binding.vhost)
+        arguments = _field_table(binding.arguments)
+        try:
+            if vhost is None:
+                raise LookupError(f"vhost '{binding.vhost}' is not configured")
+            if binding.destination_type == "exchange":
+                vhost.bind_exchange(
+                    binding.source, binding.destination, binding.routing_key, arguments
+                )
+            else:
+                destination = vhost.queues.get(binding.destination)
+                if destination is None:
+                    raise LookupError(
+                        f"no queue '{binding.destination}' in vhost '{binding.vhost}'"
+                    )
+                vhost.bind(binding.source, destination, binding.routing_key, arguments)
+        except (AMQPException, LookupError) as error:
+            refused.append(Problem(binding.subject, f"not declared: {error}"))
+    return refused
+
+
+def check_definitions(config: ServerConfig, definitions: Definitions) -> DefinitionsReport:
+    """The report a start with `config` (already merged with `definitions`) would log, made
+    on a scratch broker with no storage: for `amqpd check-config`. It does not know what
+    a data folder already holds (an inequivalent queue from an earlier run)."""
+    broker = Broker(config.vhost_names)
+    broker.set_policies(broker_policies(config))
+    return definitions_report(definitions, apply_definitions(broker, definitions))
+
+
+def log_definitions_report(report: DefinitionsReport, notes: tuple[str, ...] = ()) -> None:
+    """Every problem by name (a warning each), the notes, and the one-line summary."""
+    for problem in report.problems:
+        log.warning("definitions: %s", problem)
+    for note in notes:
+        log.info("definitions: %s", note)
+    log.info("%s", report.summary())
+
+
+def _field_table(arguments: Arguments) -> FieldTable:
+    return {key: _field_value(value) for key, value in arguments.items()}
+
+
+def _field_value(value: JsonValue) -> FieldValue:
+    if isinstance(value, list):
+        return [_field_value(item) for item in value]
+    if isinstance(value, dict):
+        return _field_table(value)
+    return value
 
 
 def _belongs_to_a_queue(broker: Broker, key: str) -> bool:

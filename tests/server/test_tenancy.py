@@ -68,8 +68,9 @@ def connect(
 
 def reload(process: BrokerProcess, config_file: Path, config: dict[str, object]) -> None:
     config_file.write_text(yaml.safe_dump(config))
+    since = process.line_count
     process.signal(signal.SIGHUP)
-    process.wait_for(r"config reloaded: 2 vhost")
+    process.wait_for(r"config reloaded: 2 vhost", since=since)
 
 
 def wait_closed(connection: pika.BlockingConnection, timeout_s: float = 10.0) -> BaseException:
@@ -92,8 +93,8 @@ def refused(call: object) -> tuple[int, str]:
 def test_a_grant_and_a_revoke_apply_to_the_next_method_of_an_open_connection(
     broker: BrokerProcess, config_file: Path
 ) -> None:
-    guest = connect(broker, "guest").channel()
-    guest.queue_declare("work")
+    guest = connect(broker, "guest")
+    guest.channel().queue_declare("work")
     connection = connect(broker)
     channel = connection.channel()
     assert refused(lambda: channel.queue_declare("mine")) == (
@@ -119,6 +120,7 @@ def test_a_grant_and_a_revoke_apply_to_the_next_method_of_an_open_connection(
     reload(broker, config_file, revoke)
     assert refused(lambda: channel.basic_get("work"))[0] == 403
     connection.close()
+    guest.close()
 
 
 def test_a_deleted_user_or_vhost_has_its_connections_closed_with_320(

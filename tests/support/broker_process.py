@@ -55,6 +55,12 @@ class BrokerProcess:
         self.host, self.port = match.group(1), int(match.group(2))
         return self
 
+    @property
+    def line_count(self) -> int:
+        """Log lines so far: pass it to `wait_for(since=)` to wait for a line to come."""
+        with self._changed:
+            return len(self.lines)
+
     def _collect(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:
@@ -64,10 +70,13 @@ class BrokerProcess:
         with self._changed:
             self._changed.notify_all()
 
-    def wait_for(self, pattern: re.Pattern[str] | str, timeout_s: float = 10.0) -> re.Match[str]:
-        """The first log line matching `pattern`, waiting up to `timeout_s` for it."""
+    def wait_for(
+        self, pattern: re.Pattern[str] | str, timeout_s: float = 10.0, since: int = 0
+    ) -> re.Match[str]:
+        """The first log line matching `pattern` from line `since` on (see `line_count`),
+        waiting up to `timeout_s` for it."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        seen = 0
+        seen = since
         with self._changed:
             while True:
                 for line in self.lines[seen:]:
