@@ -315,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataDirInUse as error:
         log.error("%s", error)
         return EXIT_FAILURE
+    except ConfigError as error:  # a TLS file that changed after the config was read
+        log.error("config error: %s", error)
+        return EXIT_CONFIG
     except OSError as error:
         log.error("cannot listen: %s", error)
         return EXIT_FAILURE

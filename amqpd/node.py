@@ -41,12 +41,14 @@ from amqpd.config.definitions import (
     Problem,
     definitions_report,
 )
+from amqpd.config.load import ConfigError
 from amqpd.config.model import TENANCY_KEYS, ServerConfig
+from amqpd.config.tls import TlsSettingsError, server_context
 from amqpd.errors import AMQPException
 from amqpd.server.alarms import watch_disk
 from amqpd.server.audit import AuditLog
 from amqpd.server.context import ServerContext
-from amqpd.server.listener import bound_address, open_listeners, serve
+from amqpd.server.listener import AmqpListener, Endpoint, bound_address, open_listeners, serve
 from amqpd.server.storage import StoreDriver, StoreQueueStorage
 from amqpd.server.timer_driver import TimerDriver
 from amqpd.store import FileSystem, FsyncPolicy, Partition, Store, StoreSettings
@@ -78,7 +80,7 @@ class Node:
         self.exit_code = 0
         self._stop = anyio.Event()
         self._lock_file: IO[str] | None = None
-        self._listeners: list[anyio.abc.SocketListener] = []
+        self._listeners: list[AmqpListener] = []
         self.store: Store | None = None
         self._driver: StoreDriver | None = None
         self._context: ServerContext | None = None
@@ -159,9 +161,7 @@ class Node:
         self._lock_data_dir(config.data_dir)
         try:
             self._context = await self._recover()
-            self._listeners = await open_listeners(
-                [(listener.bind, listener.port) for listener in config.listeners]
-            )
+            self._listeners = await open_listeners(endpoints(config))
         except BaseException:
             if self.store is not None:
                 self.store.close()
@@ -269,7 +269,12 @@ class Node:
                         accepting.start_soon(serve, listeners, context, session_tasks)
                         log.info(
                             "amqpd ready: accepting AMQP 0-9-1 connections on %s (data in %s)",
-                            ", ".join(f"{host}:{port}" for host, port in self.addresses),
+                            ", ".join(
+                                f"{host}:{port}" + (" (TLS)" if listener.tls else "")
+                                for (host, port), listener in zip(
+                                    self.addresses, listeners, strict=True
+                                )
+                            ),
                             self.config.data_dir,
                         )
                         if on_ready is not None:
@@ -277,7 +282,7 @@ class Node:
                         await self._stop.wait()
                         accepting.cancel_scope.cancel()
                     for listener in listeners:
-                        await listener.aclose()
+                        await listener.socket.aclose()
                     log.info("shutting down: closing %d connection(s)", len(context.sessions))
                     await self._close_sessions()
                     session_tasks.cancel_scope.cancel()
@@ -322,6 +327,21 @@ class Node:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
+
+
+def endpoints(config: ServerConfig) -> list[Endpoint]:
+    """Where to listen, with a TLS context for each amqps listener. The loader checked
+    the TLS files; one that changed since is still a config error."""
+    found: list[Endpoint] = []
+    for index, listener in enumerate(config.listeners):
+        tls = None
+        if listener.tls is not None:
+            try:
+                tls = server_context(listener.tls)
+            except TlsSettingsError as error:
+                raise ConfigError(f"listeners[{index}].tls.{error.key}: {error.reason}") from None
+        found.append(Endpoint(listener.bind, listener.port, tls))
+    return found
 
 
 def audit_log_path(config: ServerConfig) -> Path | None:

@@ -38,6 +38,19 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+# A certificate's subject as ssl's getpeercert() gives it: relative distinguished names,
+# each a tuple of (attribute, value) pairs.
+CertificateSubject = tuple[tuple[tuple[str, str], ...], ...]
+
+
+def certificate_user_name(subject: CertificateSubject) -> str | None:
+    """The user a verified client certificate logs in as (SASL EXTERNAL): the subject's
+    common name, as RabbitMQ's default ssl_cert_login_from = common_name. Several CNs
+    are joined with ',' as RabbitMQ does; None if there is none."""
+    names = [value for rdn in subject for attribute, value in rdn if attribute == "commonName"]
+    return ",".join(names) if names else None
+
+
 def refused(mechanism: str) -> LoginRefused:
     return LoginRefused(
         f"Login was refused using authentication mechanism {mechanism}. "

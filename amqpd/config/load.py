@@ -3,7 +3,10 @@
 Unknown keys, wrong types and out-of-range values stop start-up: the broker never runs
 half-configured. Types are strict (no `"5672"` for a port, no `true` for a number).
 
-Imports config.model, attrs, cattrs and yaml.
+TLS files are read at load time too (config.tls): a certificate or key that does not
+load is a config error, not a failure at the first client.
+
+Imports config.model, config.tls, attrs, cattrs and yaml.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.v import format_exception
 
 from amqpd.config.model import TENANCY_KEYS, ServerConfig, Vhost
+from amqpd.config.tls import TlsSettingsError, server_context
 
 
 class ConfigError(Exception):
@@ -133,7 +137,40 @@ def load(path: Path) -> ServerConfig:
     definitions = data.get("definitions_file")
     if isinstance(definitions, str):
         data["definitions_file"] = str(folder / definitions)
-    return parse(data, str(path), sources)
+    _resolve_tls_files(data.get("listeners"), folder)
+    config = parse(data, str(path), sources)
+    check_tls_files(config, str(path))
+    return config
+
+
+_TLS_FILE_KEYS = ("cert_file", "key_file", "ca_file")
+
+
+def _resolve_tls_files(listeners: object, folder: Path) -> None:
+    """Relative TLS file names are taken from the config file's folder. (Shapes that are
+    wrong are left for `parse` to report.)"""
+    if not isinstance(listeners, list):
+        return
+    for listener in listeners:
+        tls = listener.get("tls") if isinstance(listener, dict) else None
+        if not isinstance(tls, dict):
+            continue
+        for key in _TLS_FILE_KEYS:
+            if isinstance(tls.get(key), str):
+                tls[key] = str(folder / tls[key])
+
+
+def check_tls_files(config: ServerConfig, source: str) -> None:
+    """ConfigError if a TLS listener's certificate, key or CA file cannot be used."""
+    for index, listener in enumerate(config.listeners):
+        if listener.tls is None:
+            continue
+        try:
+            server_context(listener.tls)
+        except TlsSettingsError as error:
+            raise ConfigError(
+                f"{source}: listeners[{index}].tls.{error.key}: {error.reason}"
+            ) from None
 
 
 def override(config: ServerConfig, **changes: Any) -> ServerConfig:

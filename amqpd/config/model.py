@@ -24,12 +24,43 @@ DEFAULT_DATA_DIR: Final = Path("amqpd-data")
 GUEST_PASSWORD_HASH: Final = "YW1xcNtq+YSZ3Gp9l3n9Hwu0AShQoKMVtCuQUm5bIAI4+TfE"
 
 
+def _fail_if_no_peer_cert(tls: Tls, _: attrs.Attribute[bool], value: bool) -> None:
+    if value and not tls.verify_peer:
+        raise ValueError("'fail_if_no_peer_cert' needs 'verify_peer: true'")
+
+
+def _verify_peer(tls: Tls, _: attrs.Attribute[bool], value: bool) -> None:
+    if value and tls.ca_file is None:
+        raise ValueError("'verify_peer' needs a 'ca_file' to verify client certificates against")
+
+
+@attrs.frozen
+class Tls:
+    """TLS on a listener (amqps), as RabbitMQ's ssl_options: certfile, keyfile,
+    cacertfile, verify (verify_peer) and fail_if_no_peer_cert. TLS 1.2 and later."""
+
+    # The server's certificate (PEM; intermediate certificates after it) and its
+    # private key (PEM, not encrypted: nobody is there to type a passphrase).
+    cert_file: Path
+    key_file: Path
+    # CA certificates (PEM) that client certificates are verified against.
+    ca_file: Path | None = None
+    # Ask clients for a certificate and verify it against ca_file; a certificate that
+    # does not verify fails the TLS handshake. Also offers SASL EXTERNAL: the user is the
+    # certificate subject's CN, and no password is checked.
+    verify_peer: bool = attrs.field(default=False, validator=_verify_peer)
+    # Refuse, at the TLS handshake, clients that send no certificate (otherwise they
+    # may still log in with a password).
+    fail_if_no_peer_cert: bool = attrs.field(default=False, validator=_fail_if_no_peer_cert)
+
+
 @attrs.frozen
 class Listener:
-    """One TCP listener for AMQP 0-9-1."""
+    """One TCP listener for AMQP 0-9-1; with `tls`, an amqps listener."""
 
     bind: str = DEFAULT_BIND
     port: int = attrs.field(default=DEFAULT_PORT, validator=[v.ge(0), v.le(65535)])
+    tls: Tls | None = None
 
 
 @attrs.frozen

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 import attrs
@@ -30,6 +30,7 @@ from amqpd.errors import (
     CommandInvalid,
     ConnectionException,
     FrameError,
+    LoginRefused,
     NotAllowed,
     PreconditionFailed,
     UnexpectedFrame,
@@ -157,8 +158,16 @@ class _Channel:
 class ProtocolConnection:
     """The server side of one connection, without I/O."""
 
-    def __init__(self, limits: Limits, server_properties: FieldTable) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        server_properties: FieldTable,
+        mechanisms: Sequence[str] = MECHANISMS,
+    ) -> None:
         self.limits = limits
+        # The SASL mechanisms offered in connection.start; the transport decides them
+        # (EXTERNAL only where the TLS layer verifies client certificates).
+        self.mechanisms = tuple(mechanisms)
         self.phase = Phase.AWAITING_PROTOCOL_HEADER
         self._server_properties = server_properties
         self._pending: list[bytes] = []  # an incomplete frame, in the pieces received
@@ -401,7 +410,7 @@ class ProtocolConnection:
                 version_major=0,
                 version_minor=9,
                 server_properties=self._server_properties,
-                mechanisms=" ".join(MECHANISMS).encode(),
+                mechanisms=" ".join(self.mechanisms).encode(),
                 locales=b"en_US",
             ),
         )
@@ -463,6 +472,8 @@ class ProtocolConnection:
         self.client_properties = method.client_properties
         capabilities = method.client_properties.get("capabilities")
         self.capabilities = capabilities if isinstance(capabilities, dict) else {}
+        if method.mechanism not in self.mechanisms:
+            raise LoginRefused(f"unsupported authentication mechanism '{method.mechanism}'")
         credentials = decode_response(method.mechanism, method.response)
         return LoginRequested(
             mechanism=method.mechanism,

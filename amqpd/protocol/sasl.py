@@ -1,8 +1,10 @@
-"""SASL responses carried by connection.start-ok: PLAIN and AMQPLAIN.
+"""SASL responses carried by connection.start-ok: PLAIN, AMQPLAIN and EXTERNAL.
 
 Turns a mechanism name and its response bytes into a username and password; checking
 them is auth/'s job. A malformed response is a login failure, not a protocol error, so
-the peer hears 403 ACCESS_REFUSED as RabbitMQ answers it.
+the peer hears 403 ACCESS_REFUSED as RabbitMQ answers it. EXTERNAL carries no
+credentials: the identity is the client certificate the TLS layer verified, which the
+server knows and this module does not.
 
 Sans-IO; imports amqpd.codec and amqpd.errors only.
 """
@@ -17,6 +19,10 @@ from amqpd.codec.fields import decode_value
 from amqpd.errors import AMQPSyntaxError, LoginRefused
 
 MECHANISMS: Final = ("PLAIN", "AMQPLAIN")
+EXTERNAL: Final = "EXTERNAL"
+# What a TLS listener that verifies client certificates offers: EXTERNAL first, as
+# RabbitMQ with rabbitmq_auth_mechanism_ssl lists it.
+MECHANISMS_WITH_EXTERNAL: Final = (EXTERNAL, *MECHANISMS)
 
 
 @attrs.frozen
@@ -31,6 +37,10 @@ def decode_response(mechanism: str, response: bytes) -> Credentials:
         return _plain(response)
     if mechanism == "AMQPLAIN":
         return _amqplain(response)
+    if mechanism == EXTERNAL:
+        # The response may name an authorization identity; RabbitMQ ignores it, and so
+        # do we: the user is the one the certificate names.
+        return Credentials("", "")
     raise LoginRefused(f"unsupported authentication mechanism '{mechanism}'")
 
 

@@ -7,18 +7,23 @@ Deliveries stop flowing to a client whose queued output passes `outbound_bytes_m
 until the pump has drained it. A client silent for two heartbeat intervals, or slower
 than the handshake timeout, is dropped.
 
-Imports anyio, amqpd.protocol, amqpd.broker, amqpd.errors and server.*.
+On an amqps listener the stream is already in TLS, and the session knows the client
+certificate the TLS layer verified: SASL EXTERNAL logs in as the user it names.
+
+Imports anyio, amqpd.auth, amqpd.protocol, amqpd.broker, amqpd.errors and server.*.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 import anyio
 import anyio.abc
 
+from amqpd.auth.users import certificate_user_name, refused
 from amqpd.broker.connection import Connection
 from amqpd.errors import (
     ACCESS_REFUSED,
@@ -49,6 +54,7 @@ from amqpd.protocol.events import (
     Publish,
     Tuned,
 )
+from amqpd.protocol.sasl import EXTERNAL, MECHANISMS
 from amqpd.server.channel import ChannelHandler
 
 if TYPE_CHECKING:
@@ -69,25 +75,40 @@ _CONNECTION_RESET: Final = (
 )
 
 
+# A verified client certificate as ssl's getpeercert() gives it.
+PeerCertificate = Mapping[str, object]
+
+
 class ClientSession:
     def __init__(
         self,
         context: ServerContext,
-        stream: anyio.abc.SocketStream,
+        stream: anyio.abc.ByteStream,
         peer: tuple[str, int],
         local: tuple[str, int],
+        *,
+        mechanisms: Sequence[str] = MECHANISMS,
+        peer_certificate: PeerCertificate | None = None,
+        accepted_at: float | None = None,
     ) -> None:
         self.context = context
         self._timers = context.broker.services.timers
         self.stream = stream
         self.peer_host, self.peer_port = peer
         self.name = f"{peer[0]}:{peer[1]} -> {local[0]}:{local[1]}"
-        self.proto = ProtocolConnection(context.protocol_limits, context.server_properties)
+        self.proto = ProtocolConnection(
+            context.protocol_limits, context.server_properties, mechanisms
+        )
+        # The client certificate the TLS layer verified; None on plain TCP, or when the
+        # client sent none.
+        self.peer_certificate = peer_certificate
         self.broker_connection: Connection | None = None
         self.handlers: dict[int, ChannelHandler] = {}
         self.username = ""
         now = anyio.current_time()
-        self._accepted_at = now
+        # From TCP accept: a TLS handshake before this session counts against the
+        # handshake timeout too.
+        self._accepted_at = now if accepted_at is None else accepted_at
         self._last_received = now
         self._last_sent = now
         self._closing_since: float | None = None
@@ -394,23 +415,44 @@ class ClientSession:
             log.info("connection %s: login waits %.1f s (earlier failures)", self.label, delay_s)
             await anyio.sleep(delay_s)
         authenticator = context.authenticator
+        username = event.username
         try:
-            user = await anyio.to_thread.run_sync(
-                authenticator.authenticate,
-                event.mechanism,
-                event.username,
-                event.password,
-                self.peer_host,
-                limiter=context.password_checks,
-            )
+            if event.mechanism == EXTERNAL:
+                # No password to check: the TLS layer verified the certificate.
+                username = self._certificate_user_name()
+                user = authenticator.authenticate_external(username, self.peer_host)
+            else:
+                user = await anyio.to_thread.run_sync(
+                    authenticator.authenticate,
+                    event.mechanism,
+                    username,
+                    event.password,
+                    self.peer_host,
+                    limiter=context.password_checks,
+                )
         except LoginRefused as error:
             throttle.failed(self.peer_host, anyio.current_time())
             context.audit.record(
-                "login_failed", user=event.username, peer=self.peer_host, mechanism=event.mechanism
+                "login_failed", user=username, peer=self.peer_host, mechanism=event.mechanism
             )
             self.login_refused(error)
             return
         self.logged_in(user.name, event.mechanism)
+
+    def _certificate_user_name(self) -> str:
+        """The user the verified client certificate names; LoginRefused without one."""
+        subject = (self.peer_certificate or {}).get("subject")
+        name = certificate_user_name(subject) if isinstance(subject, tuple) else None
+        if name is None:
+            log.warning(
+                "login refused from %s: EXTERNAL %s",
+                self.peer_host,
+                "without a verified client certificate"
+                if subject is None
+                else "with a client certificate whose subject has no CN",
+            )
+            raise refused(EXTERNAL)
+        return name
 
     def login_refused(self, error: LoginRefused) -> None:
         if self.proto.has_capability("authentication_failure_close"):

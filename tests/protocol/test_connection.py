@@ -58,6 +58,7 @@ from amqpd.protocol.frames import (
     PROTOCOL_HEADER,
     encode_frame,
 )
+from amqpd.protocol.sasl import MECHANISMS_WITH_EXTERNAL
 
 LIMITS = Limits(channel_max=16, frame_max=131_072, heartbeat_s=60, message_bytes_max=1 << 20)
 SERVER_PROPERTIES: dict[str, Any] = {"product": "amqpd", "capabilities": {"basic.nack": True}}
@@ -292,6 +293,25 @@ def test_bad_login_is_refused(mechanism: str, response: str) -> None:
     with pytest.raises(LoginRefused) as caught:
         driver.feed(PROTOCOL_HEADER + start_ok(mechanism, response))
     assert caught.value.reply_code == 403
+
+
+def test_the_mechanisms_offered_are_the_callers() -> None:
+    driver = Driver()
+    driver.conn = ProtocolConnection(LIMITS, SERVER_PROPERTIES, MECHANISMS_WITH_EXTERNAL)
+    [event] = driver.feed(PROTOCOL_HEADER + start_ok("EXTERNAL", ""))
+    [(_, start), (_, tune)] = driver.sent()
+    assert isinstance(start, Connection.Start) and isinstance(tune, Connection.Tune)
+    assert start.mechanisms == "EXTERNAL PLAIN AMQPLAIN"
+    # The identity is the transport's (the client certificate): none comes from here.
+    assert isinstance(event, LoginRequested)
+    assert (event.mechanism, event.username, event.password) == ("EXTERNAL", "", "")
+
+
+def test_a_mechanism_not_offered_is_refused_even_if_known() -> None:
+    driver = Driver()
+    driver.conn = ProtocolConnection(LIMITS, SERVER_PROPERTIES, ("PLAIN",))
+    with pytest.raises(LoginRefused, match="unsupported authentication mechanism 'AMQPLAIN'"):
+        driver.feed(PROTOCOL_HEADER + start_ok("AMQPLAIN", "\x05LOGINS\x00\x00\x00\x01a"))
 
 
 def test_protocol_header_may_arrive_in_pieces() -> None:

@@ -1,7 +1,9 @@
-"""SASL responses in connection.start-ok (amqpd.protocol.sasl): PLAIN and AMQPLAIN.
+"""SASL responses in connection.start-ok (amqpd.protocol.sasl): PLAIN, AMQPLAIN and
+EXTERNAL.
 
 Well-formed responses give the credentials back; malformed ones, and unknown mechanisms,
-raise LoginRefused (403) and never anything else.
+raise LoginRefused (403) and never anything else. EXTERNAL gives none: the server takes
+the user from the client certificate.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from hypothesis import strategies as st
 
 from amqpd.codec.fields import encode_table
 from amqpd.errors import ACCESS_REFUSED, LoginRefused
-from amqpd.protocol.sasl import MECHANISMS, Credentials, decode_response
+from amqpd.protocol.sasl import (
+    MECHANISMS,
+    MECHANISMS_WITH_EXTERNAL,
+    Credentials,
+    decode_response,
+)
 
 # Anything but NUL, which PLAIN uses as its separator.
 plain_text = st.text(
@@ -29,6 +36,14 @@ plain_bytes = st.binary(max_size=40).filter(lambda raw: b"\x00" not in raw)
 
 def test_mechanisms_offered() -> None:
     assert MECHANISMS == ("PLAIN", "AMQPLAIN")
+    # As RabbitMQ with rabbitmq_auth_mechanism_ssl: EXTERNAL first.
+    assert MECHANISMS_WITH_EXTERNAL == ("EXTERNAL", "PLAIN", "AMQPLAIN")
+
+
+@pytest.mark.parametrize("response", [b"", b"someone", b"\x00\x01"])
+def test_external_ignores_its_response(response: bytes) -> None:
+    # An authorization identity in the response is ignored, as RabbitMQ does.
+    assert decode_response("EXTERNAL", response) == Credentials("", "")
 
 
 # ---------------------------------------------------------------- PLAIN
@@ -150,7 +165,7 @@ def test_amqplain_any_bytes_give_credentials_or_login_refused(response: bytes) -
 # ---------------------------------------------------------------- mechanisms
 
 
-@pytest.mark.parametrize("mechanism", ["", "EXTERNAL", "CRAM-MD5", "SCRAM-SHA-256", "ANONYMOUS"])
+@pytest.mark.parametrize("mechanism", ["", "external", "CRAM-MD5", "SCRAM-SHA-256", "ANONYMOUS"])
 def test_unknown_mechanism_is_refused(mechanism: str) -> None:
     with pytest.raises(LoginRefused, match="unsupported authentication mechanism") as caught:
         decode_response(mechanism, b"\x00guest\x00guest")

@@ -15,7 +15,14 @@ import pytest
 
 from amqpd.cli import build_parser, make_config
 from amqpd.config.load import load
-from amqpd.config.model import DEFAULT_DATA_DIR, Authentication, Limits, Listener, ServerConfig
+from amqpd.config.model import (
+    DEFAULT_DATA_DIR,
+    Authentication,
+    Limits,
+    Listener,
+    ServerConfig,
+    Tls,
+)
 from tests.support.broker_process import READY, BrokerProcess
 
 
@@ -138,6 +145,6 @@ def test_the_example_config_documents_every_default() -> None:
     example = Path(__file__).resolve().parents[2] / "conf" / "amqpd.yaml"
     assert load(example) == ServerConfig()
     text = example.read_text()
-    for model in (ServerConfig, Limits, Authentication):
+    for model in (ServerConfig, Listener, Tls, Limits, Authentication):
         for field in attrs.fields(model):
             assert f"{field.name}:" in text, f"{field.name} is not in {example.name}"
