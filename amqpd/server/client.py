@@ -519,6 +519,9 @@ class ClientSession:
         log.info(
             "connection %s: user '%s' opened vhost '%s'", self.label, self.username, vhost_name
         )
+        context.audit.record(
+            "connection_opened", user=self.username, vhost=vhost_name, peer=self.peer_host
+        )
 
     # ---------------------------------------------------------------- errors
 

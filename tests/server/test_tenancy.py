@@ -4,7 +4,6 @@ with its codes and texts, login failures, and the operator commands."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from amqpd.auth.passwords import hash_password
+from tests.support.audit import wait_for_entry
 from tests.support.broker_process import BrokerProcess
 
 PASSWORD = "app-secret"
@@ -257,13 +257,15 @@ def test_failed_logins_get_403_with_a_reason_and_are_slowed_down(broker: BrokerP
         connect(broker, "no-such-user")
     broker.wait_for(r"login waits 0\.\d s \(earlier failures\)")
     connect(broker).close()  # the right password still works from the same address
-    entries = [
-        json.loads(line) for line in (broker.data_dir / "audit.log").read_text().splitlines()
-    ]
+    entries = wait_for_entry(
+        broker.data_dir / "audit.log", {"event": "connection_opened", "user": "app"}
+    )
     events = [(entry["event"], entry.get("user")) for entry in entries]
     assert events.count(("login_failed", "app")) == 3
     assert ("login_failed", "no-such-user") in events
     assert ("login", "app") in events
+    opened = [entry for entry in entries if entry["event"] == "connection_opened"]
+    assert opened[-1]["user"] == "app" and opened[-1]["vhost"] == "t"
 
 
 def test_hash_password_makes_a_hash_that_logs_in(tmp_path: Path) -> None:

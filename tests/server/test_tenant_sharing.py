@@ -4,7 +4,6 @@ publish to) with tenant B's user, and B can do exactly that in A's vhost, nothin
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
+from tests.support.audit import wait_for_entry
 from tests.support.broker_process import BrokerProcess
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -96,9 +96,9 @@ def test_a_tenant_shares_one_queue_and_one_exchange_and_nothing_else(
 
     # The refusals are in the audit log with who, where and from which address.
     example.wait_for(r"access to queue 'private.ledger' in vhost 'tenant-a' refused")
-    entries = [
-        json.loads(line) for line in (example.data_dir / "audit.log").read_text().splitlines()
-    ]
+    entries = wait_for_entry(
+        example.data_dir / "audit.log", {"event": "access_refused", "user": "a-app"}
+    )
     refusals = [entry for entry in entries if entry["event"] == "access_refused"]
     assert {entry["user"] for entry in refusals} == {"b-app", "a-app"}
     assert all(entry["peer"] == "127.0.0.1" and "time" in entry for entry in refusals)

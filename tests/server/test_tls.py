@@ -4,7 +4,6 @@ TLS handshake and at login, a plain client on the TLS port, a bad certificate pa
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import ssl
@@ -23,6 +22,7 @@ import trustme
 from pamqp import commands
 
 from amqpd.config.model import GUEST_PASSWORD_HASH
+from tests.support.audit import wait_for_entry
 from tests.support.broker_process import BrokerProcess
 from tests.support.raw_client import PROTOCOL_HEADER, RawClient
 
@@ -163,22 +163,6 @@ def mechanisms_offered(port: int, context: ssl.SSLContext | None) -> str:
         return str(start.mechanisms)
 
 
-def wait_for_line(path: Path, predicate: dict[str, str], timeout_s: float = 5.0) -> None:
-    """Wait until the JSON-lines file has an entry with these fields (the audit log is
-    written by a thread of its own)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if path.exists():
-            for line in path.read_text().splitlines():
-                entry = json.loads(line)
-                if all(entry.get(key) == value for key, value in predicate.items()):
-                    return
-        if time.monotonic() > deadline:
-            contents = path.read_text() if path.exists() else "(no file)"
-            raise AssertionError(f"no audit entry {predicate} in time:\n{contents}")
-        time.sleep(0.05)
-
-
 # ------------------------------------------------------------------- logins
 
 
@@ -200,7 +184,7 @@ def test_external_logs_in_as_the_certificate_cn_without_a_password(
         connection.close()
     broker.wait_for(f"user '{CERT_USER}' opened vhost '/'")
     audit = broker.data_dir / "audit.jsonl"
-    wait_for_line(audit, {"event": "login", "user": CERT_USER, "mechanism": "EXTERNAL"})
+    wait_for_entry(audit, {"event": "login", "user": CERT_USER, "mechanism": "EXTERNAL"})
 
 
 def test_the_certificate_user_has_no_password_to_log_in_with(broker: TlsBroker, pki: Pki) -> None:
