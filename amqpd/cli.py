@@ -50,7 +50,10 @@ log = logging.getLogger("amqpd")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="amqpd", description="An AMQP 0-9-1 message broker compatible with RabbitMQ clients."
+        prog="amqpd",
+        description="An AMQP 0-9-1 message broker compatible with RabbitMQ clients.",
+        epilog="operator commands: amqpd hash-password | check-config | reload "
+        "(amqpd COMMAND --help for each)",
     )
     parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
     parser.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
