@@ -11,8 +11,11 @@ Imports amqpd.config.model, amqpd.errors and auth.* only.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import logging
+import os
+import time
 from collections import deque
 from collections.abc import Iterable
 
@@ -76,8 +79,18 @@ class Authenticator:
         loopback_users: Iterable[str],
         permissions: Iterable[Permission] = (),
         topic_permissions: Iterable[TopicPermission] = (),
+        *,
+        login_cache_s: float = 0.0,
     ) -> None:
         self._users = {user.name: user for user in users}
+        # Passwords that checked out lately, by user: (keyed digest, valid until). An
+        # application that reconnects often pays the argon2 cost once per login_cache_s,
+        # not at every connection. A failed check never comes from here, so a wrong
+        # password still costs what an unknown user costs. A reload builds a new
+        # Authenticator: a changed password is never answered from here.
+        self._login_cache_s = login_cache_s
+        self._verified: dict[str, tuple[bytes, float]] = {}
+        self._cache_key = os.urandom(32)
         self._loopback_users = frozenset(loopback_users)
         self._argon2_in_use = any(
             hash_algorithm(user.password_hash, user.hashing_algorithm) == "argon2"
@@ -99,36 +112,68 @@ class Authenticator:
     @classmethod
     def from_config(cls, config: ServerConfig) -> Authenticator:
         return cls(
-            config.users, config.loopback_users, config.permissions, config.topic_permissions
+            config.users,
+            config.loopback_users,
+            config.permissions,
+            config.topic_permissions,
+            login_cache_s=config.authentication.login_cache_s,
         )
 
-    def authenticate(self, mechanism: str, username: str, password: str, peer_host: str) -> User:
+    def authenticate(
+        self,
+        mechanism: str,
+        username: str,
+        password: str,
+        peer_host: str,
+        now: float | None = None,
+    ) -> User:
         """The user, or LoginRefused with RabbitMQ's text (the reason is logged). Slow:
         call it from a worker thread."""
+        if now is None:
+            now = time.monotonic()
         user = self._users.get(username)
-        # Every password login costs the dearest check configured (one argon2 check when
+        reason: str | None
+        if user is not None and self._recently_verified(username, password, now):
+            reason = self._origin_refusal(user, peer_host)
+        elif not self._check(user, password) or user is None:
+            reason = f"user '{username}' - invalid credentials"
+        else:
+            reason = self._origin_refusal(user, peer_host)
+            if self._login_cache_s:
+                self._verified[username] = (self._digest(password), now + self._login_cache_s)
+        if reason is not None:
+            log.warning("login refused from %s: %s", peer_host, reason)
+            raise refused(mechanism)
+        assert user is not None
+        return user
+
+    def _check(self, user: User | None, password: str) -> bool:
+        # Every password check costs the dearest one configured (one argon2 check when
         # any user has an argon2 hash), so that the time taken tells nothing of whether
         # the user exists or how its password is hashed. With RabbitMQ's formats only,
         # as in the default config, a login costs one SHA-256, as on RabbitMQ.
         if user is None:
             dummy = _UNKNOWN_USER_ARGON2 if self._argon2_in_use else _UNKNOWN_USER_SHA256
             verify_password(password, dummy)
-        elif self._argon2_in_use and (
+            return False
+        if self._argon2_in_use and (
             hash_algorithm(user.password_hash, user.hashing_algorithm) != "argon2"
         ):
             verify_password(password, _UNKNOWN_USER_ARGON2)
-        reason: str | None
-        if user is None or not verify_password(
-            password, user.password_hash, user.hashing_algorithm
-        ):
-            reason = f"user '{username}' - invalid credentials"
-        else:
-            reason = self._origin_refusal(user, peer_host)
-        if reason is not None:
-            log.warning("login refused from %s: %s", peer_host, reason)
-            raise refused(mechanism)
-        assert user is not None
-        return user
+        return verify_password(password, user.password_hash, user.hashing_algorithm)
+
+    def _digest(self, password: str) -> bytes:
+        return hmac.digest(self._cache_key, password.encode("utf-8"), "sha256")
+
+    def _recently_verified(self, username: str, password: str, now: float) -> bool:
+        cached = self._verified.get(username)
+        if cached is None:
+            return False
+        digest, valid_until = cached
+        if now >= valid_until:
+            self._verified.pop(username, None)
+            return False
+        return hmac.compare_digest(digest, self._digest(password))
 
     def authenticate_external(self, username: str, peer_host: str) -> User:
         """A user named by a verified client certificate (SASL EXTERNAL): no password."""

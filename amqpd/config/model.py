@@ -406,6 +406,10 @@ class Authentication:
     # Password checks running at once (argon2 costs memory and CPU; they run off the
     # event loop, at most this many together).
     password_checks_max: int = attrs.field(default=4, validator=v.ge(1))
+    # A password that checked out is remembered (as a keyed digest, in memory) this many
+    # seconds, so that clients reconnecting often pay the argon2 cost once per period.
+    # Failures are never remembered this way; a reload forgets everything. 0: off.
+    login_cache_s: float = attrs.field(default=300.0, validator=v.ge(0))
 
 
 # Keys of the tenancy: the part of the config a `tenants_file` holds and SIGHUP reloads.

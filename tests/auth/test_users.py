@@ -109,3 +109,32 @@ def test_the_throttle_delays_after_the_allowed_failures_and_forgets_after_the_wi
     assert throttle.delay_s("10.0.0.1", 4.0) == 2.0  # capped
     assert throttle.delay_s("10.0.0.2", 4.0) == 0  # per address
     assert throttle.delay_s("10.0.0.1", 70.0) == 0  # the window passed
+
+
+def test_a_password_that_checked_out_is_not_checked_again_within_the_cache_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checks: list[str] = []
+    real = passwords._ARGON2
+
+    class Counted:
+        def verify(self, password_hash: str, password: str) -> bool:
+            checks.append(password_hash)
+            return real.verify(password_hash, password)
+
+    user = User("app", real.hash("pw"), vhosts=("/",))
+    monkeypatch.setattr(passwords, "_ARGON2", Counted())
+    authenticator = Authenticator([user], (), login_cache_s=60)
+    authenticator.authenticate("PLAIN", "app", "pw", "127.0.0.1", now=0.0)
+    assert len(checks) == 1
+    authenticator.authenticate("PLAIN", "app", "pw", "127.0.0.1", now=30.0)
+    assert len(checks) == 1  # remembered
+    with pytest.raises(LoginRefused):
+        authenticator.authenticate("PLAIN", "app", "wrong", "127.0.0.1", now=31.0)
+    assert len(checks) == 2  # a wrong password always pays the full check
+    authenticator.authenticate("PLAIN", "app", "pw", "127.0.0.1", now=61.0)
+    assert len(checks) == 3  # the period is over
+    # A reload builds a new authenticator: a changed password is never answered from memory.
+    changed = Authenticator([User("app", real.hash("new"), vhosts=("/",))], (), login_cache_s=60)
+    with pytest.raises(LoginRefused):
+        changed.authenticate("PLAIN", "app", "pw", "127.0.0.1", now=62.0)
