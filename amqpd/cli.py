@@ -76,7 +76,7 @@ def configure(args: argparse.Namespace) -> tuple[ServerConfig, Definitions | Non
     """The config from the file and the flags, with the definitions export (if one is
     named) read and its tenancy merged in; the definitions carry what node.py declares
     and what could not be applied."""
-    config = load(args.config) if args.config is not None else ServerConfig()
+    config = load(args.config, args.definitions) if args.config is not None else ServerConfig()
     if args.bind is not None or args.port is not None:
         first = config.listeners[0] if config.listeners else Listener()
         listener = Listener(

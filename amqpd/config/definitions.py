@@ -41,6 +41,7 @@ from amqpd.config.model import (
     UserLimits,
     Vhost,
     VhostLimits,
+    check_references,
 )
 
 JsonValue: TypeAlias = Union[  # noqa: UP007 - a recursive alias needs the string form
@@ -691,7 +692,7 @@ def merge_definitions(
         if (policy.vhost, policy.name) in policies:
             raise clash("policies", f"policy '{policy.name}' in vhost '{policy.vhost}'")
     try:
-        return attrs.evolve(
+        merged = attrs.evolve(
             config,
             vhosts=(*vhosts, *definitions.vhosts),
             users=(*users, *definitions.users),
@@ -699,6 +700,10 @@ def merge_definitions(
             topic_permissions=(*config.topic_permissions, *definitions.topic_permissions),
             policies=(*config.policies, *definitions.policies),
         )
+        # The config may name the export's users and vhosts (and the other way round):
+        # names are checked once both are in.
+        check_references(merged)
+        return merged
     except (TypeError, ValueError) as error:  # e.g. a permission for a user defined nowhere
         reason = _INDEX.sub("", str(error))  # its index is into the merged tuple: meaningless
         raise ConfigError(f"{source} with {config_source}: {reason}") from None

@@ -107,9 +107,11 @@ def _read_yaml(path: Path) -> object:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
 
 
-def load(path: Path) -> ServerConfig:
+def load(path: Path, definitions_file: Path | None = None) -> ServerConfig:
     """The server config in `path`, with its tenants file if it names one; relative
-    paths in it are taken from the config file's folder."""
+    paths in it are taken from the config file's folder. `definitions_file` (the
+    command line's) replaces the file's own: with one, the tenancy may name users and
+    vhosts that only the export defines (they are checked once it has joined)."""
     data = _read_yaml(path)
     if not isinstance(data, dict):
         return parse(data, str(path))
@@ -135,7 +137,9 @@ def load(path: Path) -> ServerConfig:
             sources[key] = str(tenants_path)
         data.update(tenancy)
     definitions = data.get("definitions_file")
-    if isinstance(definitions, str):
+    if definitions_file is not None:
+        data["definitions_file"] = str(definitions_file)
+    elif isinstance(definitions, str):
         data["definitions_file"] = str(folder / definitions)
     _resolve_tls_files(data.get("listeners"), folder)
     config = parse(data, str(path), sources)

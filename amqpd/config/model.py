@@ -323,10 +323,14 @@ class Policy:
 def _policies(
     config: ServerConfig, _: attrs.Attribute[tuple[Policy, ...]], value: tuple[Policy, ...]
 ) -> None:
+    _check_policies(config, value, references=_references(config))
+
+
+def _check_policies(config: ServerConfig, value: tuple[Policy, ...], *, references: bool) -> None:
     seen: set[tuple[str, str]] = set()
     for index, policy in enumerate(value):
         where = f"policies[{index}] ('{policy.name}')"
-        if policy.vhost not in config.vhost_names:
+        if references and policy.vhost not in config.vhost_names:
             raise ValueError(f"{where}: vhost '{policy.vhost}' is not in 'vhosts'")
         if (policy.vhost, policy.name) in seen:
             raise ValueError(f"{where}: a second policy of that name in vhost '{policy.vhost}'")
@@ -345,28 +349,53 @@ def _vhosts(config: ServerConfig, _: object, value: tuple[Vhost, ...]) -> None:
     _unique("vhosts", "vhost", [vhost.name for vhost in value])
 
 
+def _references(config: ServerConfig) -> bool:
+    """Whether names a tenancy entry refers to must be in this config already: not when a
+    definitions export is still to join it (check_references runs after the merge)."""
+    return config.definitions_file is None
+
+
+def check_references(config: ServerConfig) -> None:
+    """ValueError for a user, vhost or policy that names a user or vhost defined nowhere;
+    for a config that a definitions export has joined."""
+    _check_users(config, config.users, references=True)
+    _check_permissions(config, config.permissions, references=True)
+    _check_topic_permissions(config, config.topic_permissions, references=True)
+    _check_policies(config, config.policies, references=True)
+
+
 def _users(config: ServerConfig, _: object, value: tuple[User, ...]) -> None:
+    _check_users(config, value, references=_references(config))
+
+
+def _check_users(config: ServerConfig, value: tuple[User, ...], *, references: bool) -> None:
     _unique("users", "user", [user.name for user in value])
     for index, user in enumerate(value):
         for vhost in user.vhosts:
-            if vhost not in config.vhost_names:
+            if references and vhost not in config.vhost_names:
                 raise ValueError(
                     f"users[{index}]: user '{user.name}': vhost '{vhost}' is not in 'vhosts'"
                 )
 
 
 def _permissions(config: ServerConfig, _: object, value: tuple[Permission, ...]) -> None:
+    _check_permissions(config, value, references=_references(config))
+
+
+def _check_permissions(
+    config: ServerConfig, value: tuple[Permission, ...], *, references: bool
+) -> None:
     users = {user.name: user for user in config.users}
     seen: set[tuple[str, str]] = set()
     for index, permission in enumerate(value):
         where = f"permissions[{index}]"
         user = users.get(permission.user)
-        if user is None:
+        if references and user is None:
             raise ValueError(f"{where}: user '{permission.user}' is not in 'users'")
-        if permission.vhost not in config.vhost_names:
+        if references and permission.vhost not in config.vhost_names:
             raise ValueError(f"{where}: vhost '{permission.vhost}' is not in 'vhosts'")
         key = (permission.user, permission.vhost)
-        if key in seen or permission.vhost in user.vhosts:
+        if key in seen or (user is not None and permission.vhost in user.vhosts):
             raise ValueError(
                 f"{where}: user '{permission.user}' already has permissions in vhost "
                 f"'{permission.vhost}'"
@@ -375,13 +404,19 @@ def _permissions(config: ServerConfig, _: object, value: tuple[Permission, ...])
 
 
 def _topic_permissions(config: ServerConfig, _: object, value: tuple[TopicPermission, ...]) -> None:
+    _check_topic_permissions(config, value, references=_references(config))
+
+
+def _check_topic_permissions(
+    config: ServerConfig, value: tuple[TopicPermission, ...], *, references: bool
+) -> None:
     users = {user.name for user in config.users}
     seen: set[tuple[str, str, str]] = set()
     for index, permission in enumerate(value):
         where = f"topic_permissions[{index}]"
-        if permission.user not in users:
+        if references and permission.user not in users:
             raise ValueError(f"{where}: user '{permission.user}' is not in 'users'")
-        if permission.vhost not in config.vhost_names:
+        if references and permission.vhost not in config.vhost_names:
             raise ValueError(f"{where}: vhost '{permission.vhost}' is not in 'vhosts'")
         key = (permission.user, permission.vhost, permission.exchange)
         if key in seen:

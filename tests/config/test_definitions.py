@@ -523,6 +523,36 @@ def test_a_reference_to_a_user_defined_nowhere_names_the_file() -> None:
 # --------------------------------------------------------- command line, node
 
 
+@pytest.mark.parametrize("how", ["flag", "key"])
+def test_the_config_may_grant_rights_in_a_vhost_only_the_export_defines(
+    tmp_path: Path, how: str
+) -> None:
+    """An operator adds a user of their own with rights in a migrated vhost; names are
+    checked once the export has joined the config."""
+    (tmp_path / "export.json").write_text(FIXTURE.read_text())
+    config_text = (
+        "users:\n"
+        "  - {name: watcher, password_hash: ''}\n"
+        "permissions:\n"
+        "  - {user: watcher, vhost: defs-shop, configure: '', write: '', read: '^shop\\.'}\n"
+        "  - {user: defs-monitor, vhost: /, configure: '', write: '', read: '.*'}\n"
+    )
+    arguments = ["--config", str(tmp_path / "amqpd.yaml")]
+    if how == "flag":
+        arguments += ["--definitions", str(tmp_path / "export.json")]
+    else:
+        config_text += "definitions_file: export.json\n"
+    (tmp_path / "amqpd.yaml").write_text(config_text)
+    config = make_config(build_parser().parse_args(arguments))
+    granted = {(permission.user, permission.vhost) for permission in config.permissions}
+    assert {("watcher", "defs-shop"), ("defs-monitor", "/")} <= granted
+
+    # A name defined in neither place is still an error, once both are read.
+    (tmp_path / "amqpd.yaml").write_text(config_text.replace("defs-shop", "defs-nowhere"))
+    with pytest.raises(ConfigError, match="vhost 'defs-nowhere' is not in 'vhosts'"):
+        make_config(build_parser().parse_args(arguments))
+
+
 def test_definitions_flag_overrides_the_key_and_is_read_again_each_time(tmp_path: Path) -> None:
     (tmp_path / "amqpd.yaml").write_text("definitions_file: nothing-here.json\n")
     copy = tmp_path / "export.json"
