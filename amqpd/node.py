@@ -18,6 +18,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -31,14 +32,17 @@ from amqpd.broker.definitions import Definition, decode
 from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.policies import Policy
 from amqpd.broker.queue import KIND_TRANSIENT
-from amqpd.broker.vhost import BrokerServices
+from amqpd.broker.vhost import BrokerServices, VirtualHost
 from amqpd.codec.fields import FieldTable, FieldValue
 from amqpd.config.definitions import (
     Arguments,
+    BindingDeclaration,
     Definitions,
     DefinitionsReport,
+    ExchangeDeclaration,
     JsonValue,
     Problem,
+    QueueDeclaration,
     definitions_report,
 )
 from amqpd.config.load import ConfigError
@@ -111,9 +115,7 @@ class Node:
         running = self.config
         context = self.context
         broker = context.broker
-        for vhost in config.vhosts:
-            broker.add_vhost(vhost.name).queues_max = vhost.limits.queues_max
-        broker.set_policies(broker_policies(config))
+        configure_vhosts(broker, config)
         context.apply_tenancy(
             Authenticator.from_config(config), {vhost.name: vhost for vhost in config.vhosts}
         )
@@ -191,9 +193,7 @@ class Node:
                 delay_ms_max=limits.delay_ms_max,
             ),
         )
-        broker.set_policies(broker_policies(config))
-        for vhost_config in config.vhosts:
-            broker.vhosts[vhost_config.name].queues_max = vhost_config.limits.queues_max
+        configure_vhosts(broker, config)
         definitions: list[Definition] = []
         for value in store.definitions.items().values():
             try:
@@ -351,6 +351,14 @@ def audit_log_path(config: ServerConfig) -> Path | None:
     return config.data_dir / config.audit_log
 
 
+def configure_vhosts(broker: Broker, config: ServerConfig) -> None:
+    """The config's vhosts (added where missing), their queue limits and policies, as at
+    start and on every reload."""
+    for vhost in config.vhosts:
+        broker.add_vhost(vhost.name).queues_max = vhost.limits.queues_max
+    broker.set_policies(broker_policies(config))
+
+
 def broker_policies(config: ServerConfig) -> dict[str, list[Policy]]:
     """The config's policies as the broker takes them, by vhost."""
     policies: dict[str, list[Policy]] = {}
@@ -372,55 +380,55 @@ def apply_definitions(broker: Broker, definitions: Definitions) -> list[Problem]
     client's declare would (an equivalent one already there is left alone); returns each
     the broker refused (inequivalent, unknown type, missing vhost or end), by name."""
     refused: list[Problem] = []
+
+    def declare(vhost_name: str, subject: str, action: Callable[[VirtualHost], object]) -> None:
+        vhost = broker.vhost(vhost_name)
+        try:
+            if vhost is None:
+                raise LookupError(f"vhost '{vhost_name}' is not configured")
+            action(vhost)
+        except (AMQPException, LookupError) as error:
+            refused.append(Problem(subject, f"not declared: {error}"))
+
     for exchange in definitions.exchanges:
-        vhost = broker.vhost(exchange.vhost)
-        try:
-            if vhost is None:
-                raise LookupError(f"vhost '{exchange.vhost}' is not configured")
-            vhost.declare_exchange(
-                exchange.name,
-                exchange.type,
-                durable=exchange.durable,
-                auto_delete=exchange.auto_delete,
-                internal=exchange.internal,
-                arguments=_field_table(exchange.arguments),
-            )
-        except (AMQPException, LookupError) as error:
-            refused.append(Problem(exchange.subject, f"not declared: {error}"))
+        declare(exchange.vhost, exchange.subject, partial(_declare_exchange, exchange))
     for queue in definitions.queues:
-        vhost = broker.vhost(queue.vhost)
-        try:
-            if vhost is None:
-                raise LookupError(f"vhost '{queue.vhost}' is not configured")
-            vhost.declare_queue(
-                queue.name,
-                owner=None,
-                durable=queue.durable,
-                auto_delete=queue.auto_delete,
-                arguments=_field_table(queue.arguments),
-            )
-        except (AMQPException, LookupError) as error:
-            refused.append(Problem(queue.subject, f"not declared: {error}"))
+        declare(queue.vhost, queue.subject, partial(_declare_queue, queue))
     for binding in definitions.bindings:
-        vhost = broker.vhost(binding.vhost)
-        arguments = _field_table(binding.arguments)
-        try:
-            if vhost is None:
-                raise LookupError(f"vhost '{binding.vhost}' is not configured")
-            if binding.destination_type == "exchange":
-                vhost.bind_exchange(
-                    binding.source, binding.destination, binding.routing_key, arguments
-                )
-            else:
-                destination = vhost.queues.get(binding.destination)
-                if destination is None:
-                    raise LookupError(
-                        f"no queue '{binding.destination}' in vhost '{binding.vhost}'"
-                    )
-                vhost.bind(binding.source, destination, binding.routing_key, arguments)
-        except (AMQPException, LookupError) as error:
-            refused.append(Problem(binding.subject, f"not declared: {error}"))
+        declare(binding.vhost, binding.subject, partial(_bind, binding))
     return refused
+
+
+def _declare_exchange(exchange: ExchangeDeclaration, vhost: VirtualHost) -> None:
+    vhost.declare_exchange(
+        exchange.name,
+        exchange.type,
+        durable=exchange.durable,
+        auto_delete=exchange.auto_delete,
+        internal=exchange.internal,
+        arguments=_field_table(exchange.arguments),
+    )
+
+
+def _declare_queue(queue: QueueDeclaration, vhost: VirtualHost) -> None:
+    vhost.declare_queue(
+        queue.name,
+        owner=None,
+        durable=queue.durable,
+        auto_delete=queue.auto_delete,
+        arguments=_field_table(queue.arguments),
+    )
+
+
+def _bind(binding: BindingDeclaration, vhost: VirtualHost) -> None:
+    arguments = _field_table(binding.arguments)
+    if binding.destination_type == "exchange":
+        vhost.bind_exchange(binding.source, binding.destination, binding.routing_key, arguments)
+        return
+    destination = vhost.queues.get(binding.destination)
+    if destination is None:
+        raise LookupError(f"no queue '{binding.destination}' in vhost '{binding.vhost}'")
+    vhost.bind(binding.source, destination, binding.routing_key, arguments)
 
 
 def check_definitions(config: ServerConfig, definitions: Definitions) -> DefinitionsReport:
@@ -428,7 +436,7 @@ def check_definitions(config: ServerConfig, definitions: Definitions) -> Definit
     on a scratch broker with no storage: for `amqpd check-config`. It does not know what
     a data folder already holds (an inequivalent queue from an earlier run)."""
     broker = Broker(config.vhost_names)
-    broker.set_policies(broker_policies(config))
+    configure_vhosts(broker, config)
     return definitions_report(definitions, apply_definitions(broker, definitions))
 
 
