@@ -51,10 +51,11 @@ def hash_password(password: str, *, algorithm: str = "argon2", salt: bytes | Non
 
 
 def verify_password(password: str, password_hash: str, algorithm: str | None = None) -> bool:
-    """Whether `password` matches; a malformed or empty hash matches nothing."""
+    """Whether `password` matches (`algorithm`: a config's hashing_algorithm, None to
+    tell it from the hash); a malformed or empty hash matches nothing."""
     if not password_hash:
         return False
-    algorithm = hash_algorithm(password_hash, ALGORITHM_NAMES.get(algorithm or "", algorithm))
+    algorithm = hash_algorithm(password_hash, algorithm)
     if algorithm == "argon2":
         try:
             return _ARGON2.verify(password_hash, password)

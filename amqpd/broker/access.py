@@ -125,7 +125,7 @@ class Access:
 
     def check(self, permission: str, kind: str, name: str) -> None:
         """403 unless `permission` covers the resource."""
-        if not self._patterns[permission].allows(name or DEFAULT_EXCHANGE_NAME):
+        if not self.allows(permission, name):
             raise AccessRefused(
                 f"access to {kind} '{name or DEFAULT_EXCHANGE_NAME}' in vhost '{self.vhost}' "
                 f"refused for user '{self.username}'"

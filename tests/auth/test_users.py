@@ -12,6 +12,24 @@ from amqpd.config.model import Permission, TopicPermission, User
 from amqpd.errors import LoginRefused
 
 
+@pytest.fixture
+def argon2_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The hashes argon2 verifies against from now on (hashing itself is not counted)."""
+    checks: list[str] = []
+    real = passwords._ARGON2
+
+    class Counted:
+        def hash(self, password: str) -> str:
+            return real.hash(password)
+
+        def verify(self, password_hash: str, password: str) -> bool:
+            checks.append(password_hash)
+            return real.verify(password_hash, password)
+
+    monkeypatch.setattr(passwords, "_ARGON2", Counted())
+    return checks
+
+
 @pytest.mark.parametrize("algorithm", ["argon2", "sha256", "sha512", "md5"])
 def test_every_format_verifies_its_password_and_nothing_else(algorithm: str) -> None:
     made = hash_password("right", algorithm=algorithm)
@@ -27,19 +45,11 @@ def test_a_rabbitmq_sha256_hash_from_a_definitions_export_verifies() -> None:
 
 
 def test_an_unknown_user_and_a_wrong_password_cost_the_same_one_argon2_check(
-    monkeypatch: pytest.MonkeyPatch,
+    argon2_checks: list[str],
 ) -> None:
-    checks: list[str] = []
-    real = passwords._ARGON2
-
-    class Counted:
-        def verify(self, password_hash: str, password: str) -> bool:
-            checks.append(password_hash)
-            return real.verify(password_hash, password)
-
-    monkeypatch.setattr(passwords, "_ARGON2", Counted())
+    checks = argon2_checks
     users = [
-        User("new", real.hash("pw"), vhosts=("/",)),
+        User("new", hash_password("pw"), vhosts=("/",)),
         User("migrated", hash_password("pw", algorithm="sha256"), vhosts=("/",)),
     ]
     authenticator = Authenticator(users, ())
@@ -112,18 +122,10 @@ def test_the_throttle_delays_after_the_allowed_failures_and_forgets_after_the_wi
 
 
 def test_a_password_that_checked_out_is_not_checked_again_within_the_cache_period(
-    monkeypatch: pytest.MonkeyPatch,
+    argon2_checks: list[str],
 ) -> None:
-    checks: list[str] = []
-    real = passwords._ARGON2
-
-    class Counted:
-        def verify(self, password_hash: str, password: str) -> bool:
-            checks.append(password_hash)
-            return real.verify(password_hash, password)
-
-    user = User("app", real.hash("pw"), vhosts=("/",))
-    monkeypatch.setattr(passwords, "_ARGON2", Counted())
+    checks = argon2_checks
+    user = User("app", hash_password("pw"), vhosts=("/",))
     authenticator = Authenticator([user], (), login_cache_s=60)
     authenticator.authenticate("PLAIN", "app", "pw", "127.0.0.1", now=0.0)
     assert len(checks) == 1
@@ -135,6 +137,8 @@ def test_a_password_that_checked_out_is_not_checked_again_within_the_cache_perio
     authenticator.authenticate("PLAIN", "app", "pw", "127.0.0.1", now=61.0)
     assert len(checks) == 3  # the period is over
     # A reload builds a new authenticator: a changed password is never answered from memory.
-    changed = Authenticator([User("app", real.hash("new"), vhosts=("/",))], (), login_cache_s=60)
+    changed = Authenticator(
+        [User("app", hash_password("new"), vhosts=("/",))], (), login_cache_s=60
+    )
     with pytest.raises(LoginRefused):
         changed.authenticate("PLAIN", "app", "pw", "127.0.0.1", now=62.0)
