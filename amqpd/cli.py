@@ -1,8 +1,10 @@
 """The `amqpd` command: arguments -> config -> node; signals; exit codes.
 
 `amqpd` with no arguments serves AMQP on 127.0.0.1:5672 with data in ./amqpd-data and
-the user guest/guest (loopback only) on vhost "/". `--config FILE` reads settings from a
-YAML file; `--bind`, `--port` and `--data-dir` override it. `--definitions FILE` (or the
+the user guest/guest (loopback only) on vhost "/", and the management API, web console
+and metrics on 127.0.0.1:15672 (`--management-port`, 0 turns them off). `--config FILE`
+reads settings from a YAML file; `--bind`, `--port`, `--management-port` and `--data-dir`
+override it. `--definitions FILE` (or the
 `definitions_file` key) loads a RabbitMQ definitions export: its tenancy joins the
 config's, its exchanges, queues and bindings are declared at start. SIGTERM or SIGINT
 shut down gracefully (clients get 320 CONNECTION_FORCED) and the process exits 0. SIGHUP
@@ -32,6 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
+import attrs
 
 from amqpd import __version__
 from amqpd.auth.passwords import ALGORITHM_NAMES, hash_password
@@ -67,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="RabbitMQ definitions export (JSON) to load; overrides definitions_file",
     )
     parser.add_argument(
+        "--management-port",
+        type=int,
+        metavar="N",
+        help="management HTTP API, web console and /metrics port (15672; 0 turns them off)",
+    )
+    parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="log verbosity (info)"
     )
     return parser
@@ -84,6 +93,10 @@ def configure(args: argparse.Namespace) -> tuple[ServerConfig, Definitions | Non
             port=args.port if args.port is not None else first.port,
         )
         config = override(config, listeners=(listener,))
+    if args.management_port is not None:
+        config = override(
+            config, management=attrs.evolve(config.management, port=args.management_port)
+        )
     config = override(
         config,
         data_dir=args.data_dir,
@@ -301,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.port is not None and not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port} is not a TCP port")
+    if args.management_port is not None and not 0 <= args.management_port <= 65535:
+        parser.error(f"--management-port {args.management_port} is not a TCP port")
     try:
         config, definitions = configure(args)
     except ConfigError as error:

@@ -31,6 +31,10 @@ class Alarms:
     def blocking(self) -> bool:
         return self.disk
 
+    def active(self) -> list[str]:
+        """RabbitMQ's names of the resource alarms in effect."""
+        return ["disk"] if self.disk else []
+
     @property
     def reason(self) -> str:
         return DISK_ALARM_REASON

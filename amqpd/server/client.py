@@ -90,11 +90,18 @@ class ClientSession:
         mechanisms: Sequence[str] = MECHANISMS,
         peer_certificate: PeerCertificate | None = None,
         accepted_at: float | None = None,
+        tls: bool = False,
     ) -> None:
         self.context = context
         self._timers = context.broker.services.timers
         self.stream = stream
         self.peer_host, self.peer_port = peer
+        self.local = local
+        self.tls = tls
+        self.connected_at_ms = time.time_ns() // 1_000_000
+        self.auth_mechanism = ""
+        self.received_bytes = 0
+        self.sent_bytes = 0
         self.name = f"{peer[0]}:{peer[1]} -> {local[0]}:{local[1]}"
         self.proto = ProtocolConnection(
             context.protocol_limits, context.server_properties, mechanisms
@@ -136,6 +143,11 @@ class ClientSession:
         """How logs name this connection: address, and the client's connection_name."""
         client_name = self.proto.client_properties.get("connection_name")
         return f"{self.name} ({client_name})" if isinstance(client_name, str) else self.name
+
+    @property
+    def blocked(self) -> bool:
+        """Not read from: a resource alarm blocks this publisher."""
+        return self._reading_paused
 
     # ------------------------------------------------------------- lifecycle
 
@@ -200,6 +212,7 @@ class ClientSession:
                     log.warning("connection %s: client closed the socket abruptly", self.label)
                 return
             self._last_received = anyio.current_time()
+            self.received_bytes += len(data)
             self._on_data(data)
 
     async def _wait_while_blocked(self) -> None:
@@ -245,6 +258,7 @@ class ClientSession:
                         handler.channel.set_writable(True)
                 if data:
                     await send(data)
+                    self.sent_bytes += len(data)
                     self._last_sent = anyio.current_time()
                 if self._finishing and not proto.has_data_to_send:
                     self._finished.set()
@@ -467,6 +481,7 @@ class ClientSession:
         if self.proto.phase is not Phase.AWAITING_LOGIN_DECISION:
             return  # closed meanwhile
         self.username = username
+        self.auth_mechanism = mechanism
         self.context.audit.record("login", user=username, peer=self.peer_host, mechanism=mechanism)
         self.proto.accept_login()
         self._schedule_write()
