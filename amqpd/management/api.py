@@ -36,6 +36,7 @@ from amqpd.broker.queue import Queue
 from amqpd.broker.stats import MessageCounts
 from amqpd.broker.vhost import VirtualHost
 from amqpd.codec.properties import BasicProperties
+from amqpd.config.model import Policy as ConfigPolicy
 from amqpd.config.model import ServerConfig, hash_algorithm
 from amqpd.errors import (
     ACCESS_REFUSED,
@@ -181,6 +182,26 @@ class ManagementApi:
             for session in self.context.sessions
             if session.broker_connection is not None and not session.broker_connection.closed
         ]
+
+    def permissions(self) -> list[dict[str, Json]]:
+        """Every user's rights in every vhost, as the config grants them."""
+        config = self.config()
+        authenticator = self.context.authenticator
+        items = []
+        for user in config.users:
+            for vhost in config.vhost_names:
+                grant = authenticator.grant(user.name, vhost)
+                if grant is not None:
+                    items.append(
+                        {
+                            "user": user.name,
+                            "vhost": vhost,
+                            "configure": grant.configure,
+                            "write": grant.write,
+                            "read": grant.read,
+                        }
+                    )
+        return items
 
     # ------------------------------------------------------------------- auth
 
@@ -431,8 +452,8 @@ class Handlers:
 
     # -- tenancy (owned by the config files)
 
-    async def vhosts(self, request: web.Request) -> web.Response:
-        api, viewer = self.api, request[_VIEWER]
+    def _vhost_items(self, viewer: Viewer) -> list[dict[str, Json]]:
+        api = self.api
         settings = {vhost.name: vhost for vhost in api.config().vhosts}
         items = []
         for vhost in api.visible_vhosts(viewer):
@@ -452,12 +473,14 @@ class Handlers:
                     "cluster_state": {api.node: "running"},
                 }
             )
-        return listing(request, items)
+        return items
+
+    async def vhosts(self, request: web.Request) -> web.Response:
+        return listing(request, self._vhost_items(request[_VIEWER]))
 
     async def vhost(self, request: web.Request) -> web.Response:
         name = _segment(request, "vhost")
-        self.api.vhost(request[_VIEWER], name)
-        for item in json.loads((await self.vhosts(request)).body):  # type: ignore[arg-type]
+        for item in self._vhost_items(request[_VIEWER]):
             if item["name"] == name:
                 return json_response(item)
         raise not_found()
@@ -497,28 +520,9 @@ class Handlers:
                 return json_response(item)
         raise not_found()
 
-    def _permissions(self) -> list[dict[str, Json]]:
-        config = self.api.config()
-        authenticator = self.api.context.authenticator
-        items = []
-        for user in config.users:
-            for vhost in config.vhost_names:
-                grant = authenticator.grant(user.name, vhost)
-                if grant is not None:
-                    items.append(
-                        {
-                            "user": user.name,
-                            "vhost": vhost,
-                            "configure": grant.configure,
-                            "write": grant.write,
-                            "read": grant.read,
-                        }
-                    )
-        return items
-
     async def permissions(self, request: web.Request) -> web.Response:
         self._require_administrator(request)
-        items = self._permissions()
+        items = self.api.permissions()
         vhost = request.match_info.get("vhost")
         user = request.match_info.get("user")
         if vhost is not None:
@@ -989,10 +993,6 @@ class Handlers:
                 only is not None and connection.vhost.name != only
             ):
                 continue
-            if not viewer.sees_connection_of(session.username) and not viewer.sees_vhost(
-                connection.vhost.name
-            ):
-                continue
             for handler in session.handlers.values():
                 for consumer in handler.channel.consumers.values():
                     items.append(consumer_json(session, handler, consumer))
@@ -1184,7 +1184,7 @@ def _hashing_algorithm_name(password_hash: str, configured: str | None) -> str:
     return ALGORITHM_NAMES.get(short, short)
 
 
-def _policy_json(policy: Any) -> dict[str, Json]:
+def _policy_json(policy: ConfigPolicy) -> dict[str, Json]:
     return {
         "vhost": policy.vhost,
         "name": policy.name,
@@ -1266,7 +1266,6 @@ def export_definitions(api: ManagementApi, only_vhost: str | None = None) -> dic
                 ),
             }
         )
-    handlers = Handlers(api)
     exported.update(
         {
             "users": users,
@@ -1283,7 +1282,7 @@ def export_definitions(api: ManagementApi, only_vhost: str | None = None) -> dic
                 }
                 for vhost in config.vhosts
             ],
-            "permissions": handlers._permissions(),
+            "permissions": api.permissions(),
             "topic_permissions": [
                 {
                     "user": topic.user,
