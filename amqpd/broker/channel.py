@@ -606,6 +606,10 @@ class Channel:
         touched: dict[Queue, None] = {}
         requeue = outcome in (_REQUEUE, _RETRY)
         later = outcome == _RETRY
+        # Acks are counted per run of one queue's entries: a counter above 256 allocates
+        # at every increment, and a multiple ack settles many at once.
+        acked_queue: Queue | None = None
+        acked = 0
         for _, entry in taken:
             consumer = entry.consumer
             queue = entry.queue
@@ -619,6 +623,13 @@ class Channel:
                 queue.reject(entry)
             else:
                 queue.settle(entry)
+                if queue is not acked_queue:
+                    if acked_queue is not None:
+                        acked_queue.counts.ack += acked
+                    acked_queue, acked = queue, 0
+                acked += 1
+        if acked_queue is not None:
+            acked_queue.counts.ack += acked
         # Freed credit (and requeued messages) can move more messages right away.
         for queue in touched:
             queue.dispatch()

@@ -686,8 +686,7 @@ class Queue(Destination):
         return True
 
     def settle(self, entry: QueueEntry) -> None:
-        """An unacked entry is done with (acked)."""
-        self.counts.ack += 1
+        """An unacked entry is done with (acked); the channel counts acks per batch."""
         self.unacked_count -= 1
         entry.consumer = None
         if entry.stored:
