@@ -51,7 +51,12 @@ from amqpd.config.tls import TlsSettingsError, server_context
 from amqpd.errors import AMQPException
 from amqpd.management.api import ManagementApi
 from amqpd.management.app import serve_management
-from amqpd.server.alarms import watch_disk
+from amqpd.server.alarms import (
+    memory_watermark_bytes,
+    resident_bytes,
+    watch_disk,
+    watch_memory,
+)
 from amqpd.server.audit import AuditLog
 from amqpd.server.context import ServerContext
 from amqpd.server.listener import AmqpListener, Endpoint, bound_address, open_listeners, serve
@@ -269,6 +274,7 @@ class Node:
                     limits.disk_free_bytes_min,
                     limits.disk_check_interval_s,
                 )
+                self._start_memory_watch(services)
                 await self._start_management(services)
                 async with anyio.create_task_group() as session_tasks:
                     async with anyio.create_task_group() as accepting:
@@ -320,6 +326,27 @@ class Node:
             serve_management, api, settings.bind, settings.port
         )
         services.start_soon(api.sample_forever, settings.sample_interval_s)
+
+    def _start_memory_watch(self, services: anyio.abc.TaskGroup) -> None:
+        limits = self.config.limits
+        alarms = self.context.alarms
+        alarms.disk_free_limit_bytes = limits.disk_free_bytes_min
+        try:
+            used = resident_bytes()
+        except OSError as error:
+            log.warning("no memory alarm: the resident size cannot be read here (%s)", error)
+            return
+        watermark = memory_watermark_bytes(
+            limits.memory_high_watermark_fraction, limits.memory_high_watermark_bytes
+        )
+        alarms.memory_used_bytes, alarms.memory_limit_bytes = used, watermark
+        services.start_soon(
+            watch_memory,
+            alarms,
+            self.context.broker.services.memory,
+            watermark,
+            limits.memory_check_interval_s,
+        )
 
     async def run(self, on_ready: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
         await self.start()

@@ -189,10 +189,9 @@ class Lane:
         # reports to: consumers need the next batch whatever else is held.
         self.cache_bytes += added
         self.memory.take(added)
-        if len(records) < READ_AHEAD_RECORDS:
-            self.disk_from = self.tail
-        else:
-            self.disk_from = records[-1].offset + 1
+        # A read stops at READ_AHEAD_RECORDS or at the log's byte bound per read (large
+        # messages: a few records), so only an empty read means nothing live is left.
+        self.disk_from = records[-1].offset + 1 if records else self.tail
 
     def holds_in_cache(self, entry: QueueEntry) -> bool:
         """Whether a ready entry is in the in-memory run (not the requeued heap)."""

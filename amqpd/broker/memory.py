@@ -3,6 +3,8 @@
 Past either bound a queue stops keeping new messages in memory: they go to its log (the
 durable log of a durable queue, or a transient log it opens to page out), and come back
 in batches as consumers reach them. Memory then stays flat however deep the backlog.
+Under a memory alarm (`conserve`) the bound for all queues is zero: every new message
+that waits goes to a log, and what is in memory only drains.
 
 Synchronous and pure; imports nothing from amqpd.
 """
@@ -18,7 +20,17 @@ class MemoryBudget:
     def __init__(self, queue_bytes_max: int, total_bytes_max: int) -> None:
         self.queue_bytes_max = queue_bytes_max
         self.total_bytes_max = total_bytes_max
+        self.configured_total_bytes_max = total_bytes_max
         self.total_bytes = 0
+
+    @property
+    def conserving(self) -> bool:
+        return self.total_bytes_max != self.configured_total_bytes_max
+
+    def conserve(self, on: bool) -> None:
+        """The memory alarm went on (or off): while on, no queue keeps new messages in
+        memory (the inline test fails for every size), so they page to the logs."""
+        self.total_bytes_max = 0 if on else self.configured_total_bytes_max
 
     def take(self, size: int) -> None:
         """Account for bytes held whatever the bounds say (read-ahead batches)."""

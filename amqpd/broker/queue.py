@@ -583,7 +583,8 @@ class Queue(Destination):
                     record.offset,
                     None,
                 )
-        return records[-1].offset + 1 if len(records) == records_max else end
+        # A short read may be the log's byte bound per read: only an empty one is the end.
+        return records[-1].offset + 1 if records else end
 
     def _open_paging_log(self, lane: Lane) -> MessageLog:
         """A transient queue outgrew memory: one log, a partition per lane."""

@@ -101,6 +101,18 @@ class Limits:
     disk_free_bytes_min: int = attrs.field(default=50_000_000, validator=v.ge(0))
     # How often free disk space is checked.
     disk_check_interval_s: float = attrs.field(default=1.0, validator=v.gt(0))
+    # Above this share of the machine's memory (or of the cgroup's memory limit, when
+    # one is set) resident in the broker, publishers are blocked (connection.blocked,
+    # reading paused) and queues keep new messages on disk, not in memory, until it
+    # falls back (RabbitMQ: vm_memory_high_watermark.relative, 0.4).
+    memory_high_watermark_fraction: float = attrs.field(default=0.4, validator=[v.gt(0), v.le(1)])
+    # The same watermark in bytes; when set it replaces the fraction (RabbitMQ:
+    # vm_memory_high_watermark.absolute). null: use the fraction.
+    memory_high_watermark_bytes: int | None = attrs.field(
+        default=None, validator=v.optional(v.ge(1))
+    )
+    # How often the broker's resident memory is checked (a read of /proc/self/statm).
+    memory_check_interval_s: float = attrs.field(default=0.5, validator=v.gt(0))
     # A consumer holding a delivery unacked this long is cancelled and its messages are
     # requeued (RabbitMQ's consumer_timeout); x-consumer-timeout on the queue or the
     # consumer overrides it. 0: no default timeout.

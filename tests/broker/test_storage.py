@@ -162,6 +162,42 @@ def test_a_durable_backlog_is_read_ahead_in_batches(storage: MemoryStorage) -> N
     assert log.live() == []
 
 
+def test_a_backlog_of_large_messages_is_read_back_whole(storage: MemoryStorage) -> None:
+    """A read of the log stops at its byte bound (a few large records), not only at the
+    records asked for: the lane must read on, not take a short read for the end."""
+    vhost = VirtualHost("/", services(storage, queue_bytes_max=1))  # nothing held in memory
+    client = Client(vhost)
+    durable_log(client)
+    channel, sink = client.channel()
+    bodies = [b"%d:" % number + b"x" * 300_000 for number in range(20)]  # 6 MB
+    for body in bodies:
+        publish(channel, "", "q", body, **PERSISTENT)
+    consume(channel, no_ack=True)
+    assert sink.bodies() == bodies
+    assert vhost.queues["q"].message_count == 0
+
+
+def test_the_memory_alarm_sends_new_messages_to_the_log(storage: MemoryStorage) -> None:
+    vhost = VirtualHost("/", services(storage))
+    client = Client(vhost)
+    log = declare(client, durable=False)
+    assert log is None
+    channel, sink = client.channel()
+    publish(channel, "", "q", b"kept")
+    queue = vhost.queues["q"]
+    in_memory = queue.memory_bytes
+    assert in_memory > 0
+    vhost.services.memory.conserve(True)
+    publish(channel, "", "q", b"paged")
+    assert queue.memory_bytes == in_memory  # a transient log took it
+    paged = storage.logs[queue.key]
+    assert [record.payload.endswith(b"paged") for record in paged.records.values()] == [True]
+    vhost.services.memory.conserve(False)
+    publish(channel, "", "q", b"after")  # behind one on disk: to the log as well, in order
+    consume(channel, no_ack=True)
+    assert sink.bodies() == [b"kept", b"paged", b"after"]
+
+
 def test_acks_reach_the_log_only_for_what_it_holds(storage: MemoryStorage) -> None:
     vhost = VirtualHost("/", services(storage))
     client = Client(vhost)

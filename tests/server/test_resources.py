@@ -144,3 +144,72 @@ def test_a_failed_fsync_nacks_what_waited_for_it_and_stops_the_node(tmp_path: Pa
             client.receive()  # content header
             _, body = client.receive()
             assert body.value == b"safe"
+
+
+def test_the_memory_alarm_blocks_publishers_and_pages_new_messages_until_memory_falls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resident = {"bytes": 10**8}
+    monkeypatch.setattr(alarms, "resident_bytes", lambda: resident["bytes"])
+    free = {"bytes": 10**12}
+    monkeypatch.setattr(alarms, "free_bytes", lambda path: free["bytes"])
+    limits = Limits(
+        memory_high_watermark_bytes=10**9,
+        memory_check_interval_s=0.02,
+        disk_free_bytes_min=10**9,
+        disk_check_interval_s=0.02,
+    )
+    with running_node(tmp_path, limits=limits) as node:
+        state = node.context.alarms
+        budget = node.context.broker.services.memory
+        wait_until(lambda: state.memory_used_bytes == 10**8)
+        assert state.memory_limit_bytes == 10**9
+        assert state.disk_free_limit_bytes == 10**9
+        assert state.active() == []
+        host, port = node.addresses[0]
+        with RawClient(host, port) as publisher, RawClient(host, port) as consumer:
+            publisher.handshake(capabilities={"connection.blocked": True})
+            publisher.open_channel(1)
+            publisher.send(1, commands.Queue.Declare(queue="mem"))
+            publisher.expect(commands.Queue.DeclareOk)
+            publisher.publish(1, b"before", routing_key="mem")
+            assert depth(publisher, "mem") == 1
+            vhost = node.context.broker.vhost("/")
+            assert vhost is not None
+            queue = vhost.queues["mem"]
+            in_memory = queue.memory_bytes
+            assert in_memory > 0
+
+            resident["bytes"] = 10**9 + 1  # above the watermark
+            wait_until(lambda: state.memory)
+            assert state.active() == ["memory"]
+            assert state.memory_used_bytes == 10**9 + 1
+            assert budget.conserving
+            publisher.publish(1, b"during", routing_key="mem")
+            blocked = publisher.expect(commands.Connection.Blocked)
+            assert blocked.reason == "low on memory"
+            publisher.publish(1, b"during", routing_key="mem")
+            consumer.handshake()
+            consumer.open_channel(1)
+            assert depth(consumer, "mem") == 2  # the publisher is not being read
+            # The message taken under the alarm went to the queue's log, not to memory.
+            assert queue.memory_bytes == in_memory
+
+            free["bytes"] = 10**6  # the disk alarm too: both must clear
+            wait_until(lambda: state.disk)
+            assert state.active() == ["memory", "disk"]
+            assert state.reason == "low on memory & disk"
+            resident["bytes"] = 10**8
+            wait_until(lambda: not state.memory)
+            assert not budget.conserving
+            assert state.active() == ["disk"]
+            assert depth(consumer, "mem") == 2  # still blocked by the disk alarm
+            free["bytes"] = 10**12
+            publisher.expect(commands.Connection.Unblocked)
+            wait_for_depth(consumer, "mem", 3)
+            for expected in (b"before", b"during", b"during"):
+                consumer.send(1, commands.Basic.Get(queue="mem", no_ack=True))
+                consumer.expect(commands.Basic.GetOk)
+                consumer.receive()  # content header
+                _, body = consumer.receive()
+                assert body.value == expected

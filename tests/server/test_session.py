@@ -409,3 +409,24 @@ def test_a_consumer_that_stops_reading_holds_only_a_bounded_backlog(
                 ready, consumers = declare_ok.message_count, declare_ok.consumer_count
             # 1 MiB queued in the broker plus a few MB of socket buffers, at ~1 KB each.
             assert ready > count - 12_000
+            # As much again while the consumer stays stuck: it goes to the queue (its log,
+            # past queue_memory_bytes_max), not to the stuck connection's output.
+            assert broker.process is not None
+            before = resident_bytes(broker.process.pid)
+            for _ in range(count):
+                publisher.publish(1, body, routing_key="backlog")
+            while acked < 2 * count:
+                acked = publisher.expect(commands.Basic.Ack).delivery_tag
+            grown = resident_bytes(broker.process.pid) - before
+            publisher.send(1, commands.Queue.Declare(queue="backlog", passive=True))
+            # The same bound on what went out to the stuck consumer, over both rounds.
+            assert publisher.expect(commands.Queue.DeclareOk).message_count > 2 * count - 12_000
+            assert grown < 8 * 1024 * 1024, f"resident size grew {grown} bytes for 18 MB"
+
+
+def resident_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")

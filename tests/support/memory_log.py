@@ -14,7 +14,10 @@ class FakeRecord(NamedTuple):
 
 
 class MemoryLog:
-    def __init__(self) -> None:
+    def __init__(self, read_bytes_max: int = 1 << 20) -> None:
+        # As the store's partitions: a read returns about this many payload bytes at
+        # most (the record that reaches it included), however many records were asked.
+        self.read_bytes_max = read_bytes_max
         self.records: dict[int, FakeRecord] = {}
         self.acked: set[int] = set()
         self.next_offset = 0
@@ -48,12 +51,17 @@ class MemoryLog:
     def read(
         self, offset: int, max_records: int = 256, max_bytes: int | None = None
     ) -> list[FakeRecord]:
-        found = [
-            record
-            for record_offset, record in sorted(self.records.items())
-            if record_offset >= offset and record_offset not in self.acked
-        ]
-        return found[:max_records]
+        budget = self.read_bytes_max if max_bytes is None else max_bytes
+        found: list[FakeRecord] = []
+        total = 0
+        for record_offset, record in sorted(self.records.items()):
+            if record_offset < offset or record_offset in self.acked:
+                continue
+            if len(found) >= max_records or total >= budget:
+                break
+            found.append(record)
+            total += len(record.payload)
+        return found
 
     def ack(self, offset: int) -> None:
         assert offset in self.records, f"ack of offset {offset}, never appended"
