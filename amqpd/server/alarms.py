@@ -24,6 +24,12 @@ DISK_ALARM_REASON = "low on disk"
 class Alarms:
     def __init__(self) -> None:
         self.disk = False
+        self.memory = False  # no memory alarm yet: never on
+        # The latest readings, for the API and metrics (0 until the first check).
+        self.memory_used_bytes = 0
+        self.memory_limit_bytes = 0
+        self.disk_free_bytes = 0
+        self.disk_free_limit_bytes = 0
         self._cleared = anyio.Event()
         self._cleared.set()
 
@@ -40,6 +46,8 @@ class Alarms:
         return DISK_ALARM_REASON
 
     def set_disk(self, on: bool, free_bytes: int, limit_bytes: int) -> None:
+        self.disk_free_bytes = free_bytes
+        self.disk_free_limit_bytes = limit_bytes
         if on == self.disk:
             return
         self.disk = on
