@@ -743,4 +743,4 @@ class Channel:
         self._apply(taken, _REQUEUE)
         self._unconfirmed.clear()
         self.vhost.durability.forget(self)
-        self.vhost.retired_counts.add(self.counts)
+        self.vhost.retired_channel_counts.add(self.counts)

@@ -416,8 +416,9 @@ class Queue(Destination):
 
     def _dead_letter_message(self, message: Message, reason: str, now_ms: int) -> list[Durability]:
         if self.dead_letter is None or self.settings.dead_letter_exchange is None:
+            self.counts.count_death(reason, dead_lettered=False)
             return []
-        self.counts.dead_lettered += 1
+        self.counts.count_death(reason, dead_lettered=True)
         return self.dead_letter(self, message, reason, now_ms)
 
     def _ack_after(self, lane: Lane, offset: int, waits: list[Durability]) -> None:

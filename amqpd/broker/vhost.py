@@ -128,8 +128,10 @@ class VirtualHost:
         # RabbitMQ's max-queues vhost limit: declaring one more is refused (406).
         self.queues_max: int | None = None
         self._restoring = False  # replaying stored definitions: nothing to write back
-        # What deleted queues and closed channels counted, so totals never fall.
-        self.retired_counts = MessageCounts()
+        # What deleted queues and closed channels counted, so totals never fall (apart:
+        # both count `publish`, a channel what it received, a queue what it enqueued).
+        self.retired_queue_counts = MessageCounts()
+        self.retired_channel_counts = MessageCounts()
         # Only the default exchange's name and type matter; routing to it is by queue name.
         self.default_exchange = DirectExchange(DEFAULT_EXCHANGE, name, durable=True)
         self.exchanges[DEFAULT_EXCHANGE] = self.default_exchange
@@ -446,7 +448,7 @@ class VirtualHost:
         message_count = queue.message_count
         queue.deleted = True
         del self.queues[queue.name]
-        self.retired_counts.add(queue.counts)
+        self.retired_queue_counts.add(queue.counts)
         for consumer in list(queue.consumers):
             consumer.channel.cancel_by_broker(consumer)
         queue.purge()

@@ -144,6 +144,10 @@ class Management:
     # How many bytes of a message body the HTTP get (and the console's peek) returns at most
     # when a request asks for more or for no limit.
     get_bytes_max: int = attrs.field(default=1_048_576, validator=v.ge(1))
+    # A second listener (on `bind`) serving only Prometheus's paths (/metrics,
+    # /metrics/per-object, /metrics/detailed), as RabbitMQ's on 15692; 0: none. The
+    # management port serves them too.
+    prometheus_port: int = attrs.field(default=0, validator=[v.ge(0), v.le(65535)])
 
 
 @attrs.frozen

@@ -9,7 +9,7 @@ Users, vhosts, permissions and policies are owned by the config files: the API s
 them, and answers a change with 405 and a reason that says where to make it.
 
 Imports aiohttp, anyio, amqpd.management.*, amqpd.server, amqpd.broker, amqpd.auth,
-amqpd.config.
+amqpd.config, amqpd.store.metrics.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ from amqpd.management.rates import RateTracker
 from amqpd.management.viewer import Viewer
 from amqpd.server.client import ClientSession
 from amqpd.server.context import ServerContext
+from amqpd.store.metrics import StoreMetrics
 
 log = logging.getLogger("amqpd.management")
 
@@ -130,6 +131,8 @@ class ManagementApi:
         self.started_at_s = time.time()
         self.rates = RateTracker()
         self.management_address: tuple[str, int] | None = None
+        # The store's counters for /metrics (node.py sets them when there is a store).
+        self.store_metrics: StoreMetrics | None = None
         # Extra routes other parts add (metrics, the console): (method, path, handler).
         self.extra_routes: list[
             tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
@@ -162,15 +165,22 @@ class ManagementApi:
     # ------------------------------------------------------------------ totals
 
     def node_counts(self) -> MessageCounts:
-        total = MessageCounts()
+        """The node's totals, as RabbitMQ's overview counts them: publish, confirm and
+        returns from channels; deliveries, gets, acks and redeliveries from queues."""
+        queues = MessageCounts()
+        channels = MessageCounts()
         for vhost in self.context.broker.vhosts.values():
-            total.add(vhost.retired_counts)
+            queues.add(vhost.retired_queue_counts)
+            channels.add(vhost.retired_channel_counts)
             for queue in vhost.queues.values():
-                total.add(queue.counts)
+                queues.add(queue.counts)
         for session in self.context.sessions:
             for handler in session.handlers.values():
-                total.add(handler.channel.counts)
-        return total
+                channels.add(handler.channel.counts)
+        queues.publish = channels.publish
+        queues.confirm = channels.confirm
+        queues.return_unroutable = channels.return_unroutable
+        return queues
 
     def node_counter_values(self) -> tuple[int, ...]:
         counts = self.node_counts()

@@ -15,8 +15,11 @@ import anyio.abc
 from aiohttp import web
 
 from amqpd.management.api import _VIEWER, ApiError, Handlers, ManagementApi, json_response
+from amqpd.management.metrics import CONTENT_TYPE, render, render_detailed
 
 log = logging.getLogger("amqpd.management")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Requests slower than this are logged as slow operations.
 SLOW_REQUEST_S = 1.0
@@ -127,7 +130,43 @@ def build_app(api: ManagementApi) -> web.Application:
         ("GET", "/api/health/checks/node-is-quorum-critical", h.health_ok),
         ("GET", "/api/health/checks/node-is-mirror-sync-critical", h.health_ok),
     ]
-    for method, path, handler in [*routes, *api.extra_routes]:
+    for method, path, handler in [*routes, *metrics_routes(api), *api.extra_routes]:
+        app.router.add_route(method, path, handler)
+    return app
+
+
+def metrics_routes(api: ManagementApi) -> list[tuple[str, str, Handler]]:
+    """Prometheus's paths, served without a login (as RabbitMQ's plugin does)."""
+
+    def text(request: web.Request, body: str) -> web.Response:
+        response = web.Response(body=body.encode(), headers={"Content-Type": CONTENT_TYPE})
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression()
+        return response
+
+    async def metrics(request: web.Request) -> web.Response:
+        return text(request, render(api, per_object=False))
+
+    async def per_object(request: web.Request) -> web.Response:
+        return text(request, render(api, per_object=True))
+
+    async def detailed(request: web.Request) -> web.Response:
+        query = request.query
+        return text(
+            request, render_detailed(api, query.getall("family", []), query.getall("vhost", []))
+        )
+
+    return [
+        ("GET", "/metrics", metrics),
+        ("GET", "/metrics/per-object", per_object),
+        ("GET", "/metrics/detailed", detailed),
+    ]
+
+
+def build_metrics_app(api: ManagementApi) -> web.Application:
+    """The Prometheus listener's app: the metrics paths only."""
+    app = web.Application()
+    for method, path, handler in metrics_routes(api):
         app.router.add_route(method, path, handler)
     return app
 
@@ -140,7 +179,29 @@ async def serve_management(
     task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the management app on bind:port until cancelled; reports the bound address."""
-    runner = web.AppRunner(build_app(api), access_log=None, handle_signals=False)
+    await _serve(build_app(api), bind, port, "management API and web console", api, task_status)
+
+
+async def serve_prometheus(
+    api: ManagementApi,
+    bind: str,
+    port: int,
+    *,
+    task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve only the metrics paths on bind:port (RabbitMQ's 15692) until cancelled."""
+    await _serve(build_metrics_app(api), bind, port, "Prometheus metrics", None, task_status)
+
+
+async def _serve(
+    app: web.Application,
+    bind: str,
+    port: int,
+    what: str,
+    api: ManagementApi | None,
+    task_status: anyio.abc.TaskStatus[tuple[str, int]],
+) -> None:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, bind, port, reuse_address=True)
@@ -148,8 +209,9 @@ async def serve_management(
         server = site._server
         assert server is not None and server.sockets  # type: ignore[attr-defined]
         host, bound_port = server.sockets[0].getsockname()[:2]  # type: ignore[attr-defined]
-        api.management_address = (str(host), int(bound_port))
-        log.info("management API and web console on http://%s:%d/", host, bound_port)
+        if api is not None:
+            api.management_address = (str(host), int(bound_port))
+        log.info("%s on http://%s:%d/", what, host, bound_port)
         task_status.started((str(host), int(bound_port)))
         await anyio.sleep_forever()
     finally:
