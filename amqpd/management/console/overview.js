@@ -52,6 +52,16 @@ function chartCard(title, id, lines) {
   );
 }
 
+// The legend names each line with its latest value: "Publish 12.5/s".
+function drawCard(canvas, lines, format) {
+  drawChart(canvas, history, lines, format);
+  const last = history[history.length - 1];
+  const labels = canvas.parentElement.querySelectorAll(".legend span");
+  lines.forEach((line, index) => {
+    labels[index].textContent = last ? `${line.label} ${format(line.value(last))}` : line.label;
+  });
+}
+
 function total(label, key) {
   return h("div", { class: "total" }, h("div", { class: "figure", dataset: { total: key } }), h("div", { class: "label" }, label));
 }
@@ -101,8 +111,8 @@ export function overviewView(container) {
       ...(latest.listeners || []).map((l) => h("tr", {}, h("td", {}, l.protocol), h("td", {}, l.ip_address), h("td", { class: "number" }, String(l.port)))),
     );
     about.textContent = `${latest.product_name} ${latest.product_version} on ${latest.node}; rates sampled every ${latest.sample_interval_s} s.`;
-    drawChart(container.querySelector("#chart-rates"), history, RATE_LINES, rate);
-    drawChart(container.querySelector("#chart-queued"), history, QUEUED_LINES, count);
+    drawCard(container.querySelector("#chart-rates"), RATE_LINES, rate);
+    drawCard(container.querySelector("#chart-queued"), QUEUED_LINES, count);
     container.dataset.samples = String(history.length);
   }
 
