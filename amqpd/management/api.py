@@ -298,6 +298,7 @@ def listing(request: web.Request, items: list[dict[str, Json]]) -> web.Response:
     query = request.query
     page_text = query.get("page")
     name_filter = query.get("name")
+    total = len(items)
     if name_filter:
         if query.get("use_regex") == "true":
             try:
@@ -341,7 +342,7 @@ def listing(request: web.Request, items: list[dict[str, Json]]) -> web.Response:
             "page": page,
             "page_count": page_count,
             "page_size": page_size,
-            "total_count": filtered,
+            "total_count": total,
         }
     )
 

@@ -15,6 +15,7 @@ import anyio.abc
 from aiohttp import web
 
 from amqpd.management.api import _VIEWER, ApiError, Handlers, ManagementApi, json_response
+from amqpd.management.console import console_routes
 from amqpd.management.metrics import CONTENT_TYPE, render, render_detailed
 
 log = logging.getLogger("amqpd.management")
@@ -130,6 +131,7 @@ def build_app(api: ManagementApi) -> web.Application:
         ("GET", "/api/health/checks/node-is-quorum-critical", h.health_ok),
         ("GET", "/api/health/checks/node-is-mirror-sync-critical", h.health_ok),
     ]
+    routes += console_routes()  # the web console's page and assets: no login
     for method, path, handler in [*routes, *metrics_routes(api), *api.extra_routes]:
         app.router.add_route(method, path, handler)
     return app
