@@ -15,9 +15,20 @@ Subcommands for operators:
   amqpd hash-password [--algorithm argon2|sha256|sha512|md5]   a hash for a users entry
   amqpd check-config [--config FILE] [...]    validate the config and print a summary
   amqpd reload [--config FILE] [--data-dir PATH]   validate, then SIGHUP the broker
+and, through the management HTTP API of a running broker (amqpd.cli_operator; options
+--management-url URL or --config FILE, --user, --password or AMQPD_USER/AMQPD_PASSWORD):
+  amqpd list queues|exchanges|bindings|connections|channels|consumers|vhosts|users
+             [--vhost V] [--format table|json|tsv] [--columns A,B]
+  amqpd purge queue NAME [--vhost V]
+  amqpd delete queue|exchange|connection NAME [--vhost V]
+  amqpd export-definitions [FILE]       RabbitMQ's JSON export (standard output without FILE)
+  amqpd alarms                          exit 1 while a resource alarm is in effect
+  amqpd overview
 
 Exit codes: 0 stopped cleanly (or the subcommand succeeded), 1 could not run (port in
-use, data dir locked, no broker to reload), 2 bad usage, 78 bad config (EX_CONFIG).
+use, data dir locked, no broker to reload; the API refused the request; an alarm is in
+effect), 2 bad usage, 69 no management API answered (EX_UNAVAILABLE), 77 the API refused
+the login (EX_NOPERM), 78 bad config (EX_CONFIG).
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ import attrs
 
 from amqpd import __version__
 from amqpd.auth.passwords import ALGORITHM_NAMES, hash_password
+from amqpd.cli_operator import OPERATOR_COMMANDS
 from amqpd.config.definitions import Definitions, merge_definitions, read_definitions
 from amqpd.config.load import ConfigError, load, override
 from amqpd.config.model import Listener, ServerConfig
@@ -55,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amqpd",
         description="An AMQP 0-9-1 message broker compatible with RabbitMQ clients.",
-        epilog="operator commands: amqpd hash-password | check-config | reload "
-        "(amqpd COMMAND --help for each)",
+        epilog="operator commands: amqpd hash-password | check-config | reload | list | "
+        "purge | delete | export-definitions | alarms | overview (amqpd COMMAND --help for "
+        "each)",
     )
     parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
     parser.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
@@ -302,6 +315,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "hash-password": hash_password_command,
     "check-config": check_config_command,
     "reload": reload_command,
+    **OPERATOR_COMMANDS,
 }
 
 
