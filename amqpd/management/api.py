@@ -133,10 +133,6 @@ class ManagementApi:
         self.management_address: tuple[str, int] | None = None
         # The store's counters for /metrics (node.py sets them when there is a store).
         self.store_metrics: StoreMetrics | None = None
-        # Extra routes other parts add (metrics, the console): (method, path, handler).
-        self.extra_routes: list[
-            tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
-        ] = []
 
     # ----------------------------------------------------------------- sampling
 

@@ -132,7 +132,7 @@ def build_app(api: ManagementApi) -> web.Application:
         ("GET", "/api/health/checks/node-is-mirror-sync-critical", h.health_ok),
     ]
     routes += console_routes()  # the web console's page and assets: no login
-    for method, path, handler in [*routes, *metrics_routes(api), *api.extra_routes]:
+    for method, path, handler in [*routes, *metrics_routes(api)]:
         app.router.add_route(method, path, handler)
     return app
 
