@@ -13,6 +13,7 @@ const POLL_S_DEFAULT = 5;
 let view = null; // {refresh, onResize?} of the page shown
 let pollS = POLL_S_DEFAULT;
 let pollTimer = null;
+let session = 0; // one per login: a poll of an earlier one stops
 
 // ---------------------------------------------------------------- errors
 
@@ -68,6 +69,7 @@ async function logIn(event) {
 }
 
 function logOut(reason) {
+  session += 1;
   forgetLogin();
   clearTimeout(pollTimer);
   clearHistory();
@@ -110,17 +112,19 @@ async function refreshView() {
 
 // ------------------------------------------------------------------ poll
 
-async function poll() {
+async function poll(current) {
+  if (current !== session) return;
   try {
     const overview = await get("/api/overview");
+    if (current !== session) return;
     recordOverview(overview);
     // Poll as often as the broker samples its rates, within 0.5 to 5 seconds.
     pollS = Math.min(POLL_S_DEFAULT, Math.max(0.5, overview.sample_interval_s || POLL_S_DEFAULT));
     await refreshView();
   } catch (error) {
-    showError(error);
+    if (current === session) showError(error);
   }
-  if (savedLogin()) pollTimer = setTimeout(poll, pollS * 1000);
+  if (current === session) pollTimer = setTimeout(poll, pollS * 1000, current);
 }
 
 async function start() {
@@ -128,9 +132,10 @@ async function start() {
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#who").textContent = login.username;
-  route();
+  session += 1;
   clearTimeout(pollTimer);
-  poll();
+  route();
+  poll(session);
 }
 
 window.addEventListener("hashchange", () => savedLogin() && route());
