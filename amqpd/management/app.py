@@ -24,9 +24,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Requests slower than this are logged as slow operations.
 SLOW_REQUEST_S = 1.0
-# Paths served without a login (the console's static files; /metrics has its own rule).
-_PUBLIC_PREFIXES = ("/api/health/", "/metrics")
-_OPEN_PATHS = frozenset({"/", "/favicon.ico"})
 
 
 def build_app(api: ManagementApi) -> web.Application:
