@@ -57,6 +57,7 @@ from amqpd.management.present import (
     properties_key,
     queue_counter_values,
     queue_json,
+    quote_binding_key,
     stats_json,
     table_json,
 )
@@ -799,7 +800,7 @@ class Handlers:
                         "destination_type": "queue",
                         "routing_key": queue.name,
                         "arguments": {},
-                        "properties_key": queue.name.replace("%", "%25").replace("~", "%7E"),
+                        "properties_key": quote_binding_key(queue.name),
                     }
                 )
             items.extend(binding_json(each.name, binding) for binding in each.bindings())
@@ -857,7 +858,7 @@ class Handlers:
             routing_key=routing_key,
             via="http",
         )
-        key = routing_key.replace("%", "%25").replace("~", "%7E") if not arguments else ""
+        key = quote_binding_key(routing_key) if not arguments else ""
         response = web.Response(status=201)
         if key:
             response.headers["Location"] = key
@@ -1028,31 +1029,24 @@ class Handlers:
 
     # -- health checks
 
-    async def health_alarms(self, request: web.Request) -> web.Response:
+    def _alarms_check(self, reason: str) -> web.Response:
         alarms = self.api.context.alarms.active()
         if not alarms:
             return json_response({"status": "ok"})
         return json_response(
             {
                 "status": "failed",
-                "reason": "resource alarm(s) in effect in the cluster",
+                "reason": reason,
                 "alarms": [{"node": self.api.node, "resource": name} for name in alarms],
             },
             status=503,
         )
 
+    async def health_alarms(self, request: web.Request) -> web.Response:
+        return self._alarms_check("resource alarm(s) in effect in the cluster")
+
     async def health_local_alarms(self, request: web.Request) -> web.Response:
-        alarms = self.api.context.alarms.active()
-        if not alarms:
-            return json_response({"status": "ok"})
-        return json_response(
-            {
-                "status": "failed",
-                "reason": "resource alarm(s) in effect on the node",
-                "alarms": [{"node": self.api.node, "resource": name} for name in alarms],
-            },
-            status=503,
-        )
+        return self._alarms_check("resource alarm(s) in effect on the node")
 
     async def health_ok(self, request: web.Request) -> web.Response:
         # A single node holds no replicas another node depends on.

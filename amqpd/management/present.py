@@ -183,10 +183,15 @@ def exchange_json(exchange: Exchange) -> dict[str, Json]:
     }
 
 
+def quote_binding_key(routing_key: str) -> str:
+    """A routing key as it stands in a properties key: "~" separates the arguments' part."""
+    return routing_key.replace("%", "%25").replace("~", "%7E")
+
+
 def properties_key(binding: Binding) -> str:
     """How the API names one binding among those with the same ends (RabbitMQ's form:
     the routing key, with "~" and a digest of the arguments when there are any)."""
-    key = binding.routing_key.replace("%", "%25").replace("~", "%7E")
+    key = quote_binding_key(binding.routing_key)
     if not binding.arguments:
         return key or "~"
     digest = hashlib.sha256(arguments_key(binding.arguments)).digest()[:12]
