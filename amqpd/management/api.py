@@ -190,6 +190,38 @@ class ManagementApi:
             if session.broker_connection is not None and not session.broker_connection.closed
         ]
 
+    def users(self) -> list[dict[str, Json]]:
+        """The config's users as the API and the definitions export show them."""
+        return [
+            {
+                "name": user.name,
+                "tags": list(user.tags),
+                "password_hash": user.password_hash,
+                "hashing_algorithm": _hashing_algorithm_name(
+                    user.password_hash, user.hashing_algorithm
+                ),
+                "limits": _present_limits(
+                    {
+                        "max-connections": user.limits.connections_max,
+                        "max-channels": user.limits.channels_max,
+                    }
+                ),
+            }
+            for user in self.config().users
+        ]
+
+    def topic_permissions(self) -> list[dict[str, Json]]:
+        return [
+            {
+                "user": topic.user,
+                "vhost": topic.vhost,
+                "exchange": topic.exchange,
+                "write": topic.write,
+                "read": topic.read,
+            }
+            for topic in self.config().topic_permissions
+        ]
+
     def permissions(self) -> list[dict[str, Json]]:
         """Every user's rights in every vhost, as the config grants them."""
         config = self.config()
@@ -497,33 +529,14 @@ class Handlers:
         if not request[_VIEWER].is_administrator:
             raise not_authorised("Not administrator user")
 
-    def _users(self) -> list[dict[str, Json]]:
-        return [
-            {
-                "name": user.name,
-                "tags": list(user.tags),
-                "password_hash": user.password_hash,
-                "hashing_algorithm": _hashing_algorithm_name(
-                    user.password_hash, user.hashing_algorithm
-                ),
-                "limits": _present_limits(
-                    {
-                        "max-connections": user.limits.connections_max,
-                        "max-channels": user.limits.channels_max,
-                    }
-                ),
-            }
-            for user in self.api.config().users
-        ]
-
     async def users(self, request: web.Request) -> web.Response:
         self._require_administrator(request)
-        return listing(request, self._users())
+        return listing(request, self.api.users())
 
     async def user(self, request: web.Request) -> web.Response:
         self._require_administrator(request)
         name = _segment(request, "user")
-        for item in self._users():
+        for item in self.api.users():
             if item["name"] == name:
                 return json_response(item)
         raise not_found()
@@ -544,19 +557,7 @@ class Handlers:
 
     async def topic_permissions(self, request: web.Request) -> web.Response:
         self._require_administrator(request)
-        return listing(
-            request,
-            [
-                {
-                    "user": topic.user,
-                    "vhost": topic.vhost,
-                    "exchange": topic.exchange,
-                    "write": topic.write,
-                    "read": topic.read,
-                }
-                for topic in self.api.config().topic_permissions
-            ],
-        )
+        return listing(request, self.api.topic_permissions())
 
     async def policies(self, request: web.Request) -> web.Response:
         viewer = request[_VIEWER]
@@ -1249,27 +1250,9 @@ def export_definitions(api: ManagementApi, only_vhost: str | None = None) -> dic
     }
     if only_vhost is not None:
         return exported
-    users = []
-    for user in config.users:
-        users.append(
-            {
-                "name": user.name,
-                "password_hash": user.password_hash,
-                "hashing_algorithm": _hashing_algorithm_name(
-                    user.password_hash, user.hashing_algorithm
-                ),
-                "tags": list(user.tags),
-                "limits": _present_limits(
-                    {
-                        "max-connections": user.limits.connections_max,
-                        "max-channels": user.limits.channels_max,
-                    }
-                ),
-            }
-        )
     exported.update(
         {
-            "users": users,
+            "users": api.users(),
             "vhosts": [
                 {
                     "name": vhost.name,
@@ -1284,16 +1267,7 @@ def export_definitions(api: ManagementApi, only_vhost: str | None = None) -> dic
                 for vhost in config.vhosts
             ],
             "permissions": api.permissions(),
-            "topic_permissions": [
-                {
-                    "user": topic.user,
-                    "vhost": topic.vhost,
-                    "exchange": topic.exchange,
-                    "write": topic.write,
-                    "read": topic.read,
-                }
-                for topic in config.topic_permissions
-            ],
+            "topic_permissions": api.topic_permissions(),
             "global_parameters": [],
         }
     )
