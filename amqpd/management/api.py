@@ -23,7 +23,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import unquote
 
 import anyio
@@ -32,6 +32,7 @@ from aiohttp import web
 from amqpd import __version__
 from amqpd.auth.passwords import ALGORITHM_NAMES
 from amqpd.broker.access import Access
+from amqpd.broker.channel import Channel
 from amqpd.broker.queue import Queue
 from amqpd.broker.stats import MessageCounts
 from amqpd.broker.vhost import VirtualHost
@@ -68,6 +69,8 @@ from amqpd.server.context import ServerContext
 from amqpd.store.metrics import StoreMetrics
 
 log = logging.getLogger("amqpd.management")
+
+T = TypeVar("T")
 
 MANAGEMENT_VERSION: Final = "3.10.8"  # the RabbitMQ management API this one follows
 PAGE_SIZE_MAX: Final = 500  # RabbitMQ's limit for one page
@@ -278,6 +281,12 @@ class ManagementApi:
         if access is None:
             raise not_authorised(f"access to vhost '{vhost}' refused for user '{viewer.name}'")
         return access
+
+    def run_as(self, viewer: Viewer, vhost: VirtualHost, operation: Callable[[Channel], T]) -> T:
+        """Run a broker operation on a channel of the viewer's own in `vhost`, with their
+        AMQP rights; the broker's refusals come out as the API's errors."""
+        with operations.api_channel(vhost, self.access(viewer, vhost.name)) as (channel, _):
+            return _run(partial(operation, channel))  # type: ignore[no-any-return]
 
     def vhost(self, viewer: Viewer, name: str) -> VirtualHost:
         vhost = self.context.broker.vhost(name)
@@ -607,19 +616,19 @@ class Handlers:
         kind = body.get("type")
         if not isinstance(kind, str):
             raise bad_request("'type' is required")
-        with operations.api_channel(vhost, api.access(viewer, vhost.name)) as (channel, _):
-            _run(
-                partial(
-                    channel.declare_exchange,
-                    name,
-                    kind,
-                    passive=False,
-                    durable=_flag(body, "durable", True),
-                    auto_delete=_flag(body, "auto_delete", False),
-                    internal=_flag(body, "internal", False),
-                    arguments=_arguments(body),
-                )
-            )
+        api.run_as(
+            viewer,
+            vhost,
+            lambda channel: channel.declare_exchange(
+                name,
+                kind,
+                passive=False,
+                durable=_flag(body, "durable", True),
+                auto_delete=_flag(body, "auto_delete", False),
+                internal=_flag(body, "internal", False),
+                arguments=_arguments(body),
+            ),
+        )
         api.context.audit.record(
             "exchange_declared", user=viewer.name, vhost=vhost.name, exchange=name, via="http"
         )
@@ -631,14 +640,13 @@ class Handlers:
         name = _segment(request, "name")
         if name not in vhost.exchanges:
             raise not_found()
-        with operations.api_channel(vhost, api.access(viewer, vhost.name)) as (channel, _):
-            _run(
-                partial(
-                    channel.delete_exchange,
-                    name,
-                    if_unused=request.query.get("if-unused") == "true",
-                )
-            )
+        api.run_as(
+            viewer,
+            vhost,
+            lambda channel: channel.delete_exchange(
+                name, if_unused=request.query.get("if-unused") == "true"
+            ),
+        )
         api.context.audit.record(
             "exchange_deleted", user=viewer.name, vhost=vhost.name, exchange=name, via="http"
         )
@@ -701,18 +709,18 @@ class Handlers:
         vhost = api.vhost(viewer, _segment(request, "vhost"))
         name = _segment(request, "name")
         body = await read_json(request)
-        with operations.api_channel(vhost, api.access(viewer, vhost.name)) as (channel, _):
-            _run(
-                partial(
-                    channel.declare_queue,
-                    name,
-                    passive=False,
-                    durable=_flag(body, "durable", True),
-                    exclusive=False,
-                    auto_delete=_flag(body, "auto_delete", False),
-                    arguments=_arguments(body),
-                )
-            )
+        api.run_as(
+            viewer,
+            vhost,
+            lambda channel: channel.declare_queue(
+                name,
+                passive=False,
+                durable=_flag(body, "durable", True),
+                exclusive=False,
+                auto_delete=_flag(body, "auto_delete", False),
+                arguments=_arguments(body),
+            ),
+        )
         api.context.audit.record(
             "queue_declared", user=viewer.name, vhost=vhost.name, queue=name, via="http"
         )
@@ -721,15 +729,15 @@ class Handlers:
     async def delete_queue(self, request: web.Request) -> web.Response:
         api, viewer = self.api, request[_VIEWER]
         vhost, queue = self._queue(request)
-        with operations.api_channel(vhost, api.access(viewer, vhost.name)) as (channel, _):
-            _run(
-                partial(
-                    channel.delete_queue,
-                    queue.name,
-                    if_unused=request.query.get("if-unused") == "true",
-                    if_empty=request.query.get("if-empty") == "true",
-                )
-            )
+        api.run_as(
+            viewer,
+            vhost,
+            lambda channel: channel.delete_queue(
+                queue.name,
+                if_unused=request.query.get("if-unused") == "true",
+                if_empty=request.query.get("if-empty") == "true",
+            ),
+        )
         api.context.audit.record(
             "queue_deleted", user=viewer.name, vhost=vhost.name, queue=queue.name, via="http"
         )
@@ -738,8 +746,7 @@ class Handlers:
     async def purge_queue(self, request: web.Request) -> web.Response:
         api, viewer = self.api, request[_VIEWER]
         vhost, queue = self._queue(request)
-        with operations.api_channel(vhost, api.access(viewer, vhost.name)) as (channel, _):
-            purged = _run(partial(channel.purge, queue.name))
+        purged = api.run_as(viewer, vhost, lambda channel: channel.purge(queue.name))
         api.context.audit.record(
             "queue_purged",
             user=viewer.name,
@@ -845,11 +852,18 @@ class Handlers:
         if not isinstance(routing_key, str):
             raise bad_request("'routing_key' must be a string")
         arguments = _arguments(body)
-        with operations.api_channel(vhost, api.access(viewer, vhost.name)) as (channel, _):
-            if to_queue:
-                _run(partial(channel.bind_queue, destination, source, routing_key, arguments))
-            else:
-                _run(partial(channel.bind_exchange, source, destination, routing_key, arguments))
+        if to_queue:
+            api.run_as(
+                viewer,
+                vhost,
+                lambda channel: channel.bind_queue(destination, source, routing_key, arguments),
+            )
+        else:
+            api.run_as(
+                viewer,
+                vhost,
+                lambda channel: channel.bind_exchange(source, destination, routing_key, arguments),
+            )
         api.context.audit.record(
             "binding_created",
             user=viewer.name,
@@ -885,27 +899,19 @@ class Handlers:
                     break
         if found is None:
             raise not_found()
-        with operations.api_channel(vhost, api.access(viewer, vhost.name)) as (channel, _):
-            if to_queue:
-                _run(
-                    partial(
-                        channel.unbind_queue,
-                        destination,
-                        source,
-                        found.routing_key,
-                        found.arguments,
-                    )
-                )
-            else:
-                _run(
-                    partial(
-                        channel.unbind_exchange,
-                        source,
-                        destination,
-                        found.routing_key,
-                        found.arguments,
-                    )
-                )
+        key, arguments = found.routing_key, found.arguments
+        if to_queue:
+            api.run_as(
+                viewer,
+                vhost,
+                lambda channel: channel.unbind_queue(destination, source, key, arguments),
+            )
+        else:
+            api.run_as(
+                viewer,
+                vhost,
+                lambda channel: channel.unbind_exchange(source, destination, key, arguments),
+            )
         api.context.audit.record(
             "binding_deleted",
             user=viewer.name,
