@@ -1,8 +1,10 @@
 """The `amqpd` command: arguments -> config -> node; signals; exit codes.
 
 `amqpd` with no arguments serves AMQP on 127.0.0.1:5672 with data in ./amqpd-data and
-the user guest/guest (loopback only) on vhost "/". `--config FILE` reads settings from a
-YAML file; `--bind`, `--port` and `--data-dir` override it. `--definitions FILE` (or the
+the user guest/guest (loopback only) on vhost "/", and the management API, web console
+and metrics on 127.0.0.1:15672 (`--management-port`, 0 turns them off). `--config FILE`
+reads settings from a YAML file; `--bind`, `--port`, `--management-port` and `--data-dir`
+override it. `--definitions FILE` (or the
 `definitions_file` key) loads a RabbitMQ definitions export: its tenancy joins the
 config's, its exchanges, queues and bindings are declared at start. SIGTERM or SIGINT
 shut down gracefully (clients get 320 CONNECTION_FORCED) and the process exits 0. SIGHUP
@@ -13,9 +15,20 @@ Subcommands for operators:
   amqpd hash-password [--algorithm argon2|sha256|sha512|md5]   a hash for a users entry
   amqpd check-config [--config FILE] [...]    validate the config and print a summary
   amqpd reload [--config FILE] [--data-dir PATH]   validate, then SIGHUP the broker
+and, through the management HTTP API of a running broker (amqpd.cli_operator; options
+--management-url URL or --config FILE, --user, --password or AMQPD_USER/AMQPD_PASSWORD):
+  amqpd list queues|exchanges|bindings|connections|channels|consumers|vhosts|users
+             [--vhost V] [--format table|json|tsv] [--columns A,B]
+  amqpd purge queue NAME [--vhost V]
+  amqpd delete queue|exchange|connection NAME [--vhost V]
+  amqpd export-definitions [FILE]       RabbitMQ's JSON export (standard output without FILE)
+  amqpd alarms                          exit 1 while a resource alarm is in effect
+  amqpd overview
 
 Exit codes: 0 stopped cleanly (or the subcommand succeeded), 1 could not run (port in
-use, data dir locked, no broker to reload), 2 bad usage, 78 bad config (EX_CONFIG).
+use, data dir locked, no broker to reload; the API refused the request; an alarm is in
+effect), 2 bad usage, 69 no management API answered (EX_UNAVAILABLE), 77 the API refused
+the login (EX_NOPERM), 78 bad config (EX_CONFIG).
 """
 
 from __future__ import annotations
@@ -32,9 +45,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
+import attrs
 
 from amqpd import __version__, logs
 from amqpd.auth.passwords import ALGORITHM_NAMES, hash_password
+from amqpd.cli_operator import OPERATOR_COMMANDS
 from amqpd.config.definitions import Definitions, merge_definitions, read_definitions
 from amqpd.config.load import ConfigError, load, override
 from amqpd.config.model import LOG_FORMATS, Listener, ServerConfig
@@ -52,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amqpd",
         description="An AMQP 0-9-1 message broker compatible with RabbitMQ clients.",
-        epilog="operator commands: amqpd hash-password | check-config | reload "
-        "(amqpd COMMAND --help for each)",
+        epilog="operator commands: amqpd hash-password | check-config | reload | list | "
+        "purge | delete | export-definitions | alarms | overview (amqpd COMMAND --help for "
+        "each)",
     )
     parser.add_argument("--version", action="version", version=f"amqpd {__version__}")
     parser.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
@@ -65,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="RabbitMQ definitions export (JSON) to load; overrides definitions_file",
+    )
+    parser.add_argument(
+        "--management-port",
+        type=int,
+        metavar="N",
+        help="management HTTP API, web console and /metrics port (15672; 0 turns them off)",
     )
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="log verbosity (info)"
@@ -87,6 +109,10 @@ def configure(args: argparse.Namespace) -> tuple[ServerConfig, Definitions | Non
             port=args.port if args.port is not None else first.port,
         )
         config = override(config, listeners=(listener,))
+    if args.management_port is not None:
+        config = override(
+            config, management=attrs.evolve(config.management, port=args.management_port)
+        )
     config = override(
         config,
         data_dir=args.data_dir,
@@ -293,6 +319,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "hash-password": hash_password_command,
     "check-config": check_config_command,
     "reload": reload_command,
+    **OPERATOR_COMMANDS,
 }
 
 
@@ -305,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.port is not None and not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port} is not a TCP port")
+    if args.management_port is not None and not 0 <= args.management_port <= 65535:
+        parser.error(f"--management-port {args.management_port} is not a TCP port")
     try:
         config, definitions = configure(args)
     except ConfigError as error:

@@ -49,6 +49,8 @@ from amqpd.config.load import ConfigError
 from amqpd.config.model import TENANCY_KEYS, ServerConfig
 from amqpd.config.tls import TlsSettingsError, server_context
 from amqpd.errors import AMQPException
+from amqpd.management.api import ManagementApi
+from amqpd.management.app import serve_management, serve_prometheus
 from amqpd.server.alarms import (
     memory_watermark_bytes,
     resident_bytes,
@@ -93,6 +95,11 @@ class Node:
         self.store: Store | None = None
         self._driver: StoreDriver | None = None
         self._context: ServerContext | None = None
+        self.management: ManagementApi | None = None
+        # Where the management API listens, once serving (None: it is off).
+        self.management_address: tuple[str, int] | None = None
+        # Where the Prometheus-only listener listens (None: it is off).
+        self.prometheus_address: tuple[str, int] | None = None
 
     @property
     def context(self) -> ServerContext:
@@ -272,6 +279,7 @@ class Node:
                     limits.disk_check_interval_s,
                 )
                 self._start_memory_watch(services)
+                await self._start_management(services)
                 async with anyio.create_task_group() as session_tasks:
                     async with anyio.create_task_group() as accepting:
                         accepting.start_soon(serve, listeners, context, session_tasks)
@@ -304,6 +312,31 @@ class Node:
             context.audit.close()
             self._unlock_data_dir()
         log.info("amqpd stopped")
+
+    async def _start_management(self, services: anyio.abc.TaskGroup) -> None:
+        """The management API, console and metrics, unless the config turns them off."""
+        settings = self.config.management
+        if not settings.port and not settings.prometheus_port:
+            return
+        self.management = api = ManagementApi(
+            self.context,
+            lambda: self.config,
+            lambda: [
+                (host, port, listener.tls is not None)
+                for (host, port), listener in zip(self.addresses, self._listeners, strict=True)
+            ],
+        )
+        if self.store is not None:
+            api.store_metrics = self.store.metrics
+        if settings.port:
+            self.management_address = await services.start(
+                serve_management, api, settings.bind, settings.port
+            )
+            services.start_soon(api.sample_forever, settings.sample_interval_s)
+        if settings.prometheus_port:
+            self.prometheus_address = await services.start(
+                serve_prometheus, api, settings.bind, settings.prometheus_port
+            )
 
     def _start_memory_watch(self, services: anyio.abc.TaskGroup) -> None:
         limits = self.config.limits

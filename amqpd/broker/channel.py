@@ -24,6 +24,7 @@ from amqpd.broker.exchanges.delayed import release_at_ms
 from amqpd.broker.message import Message
 from amqpd.broker.ports import ChannelSink, MessageLog
 from amqpd.broker.queue import Durability, Queue, QueueEntry
+from amqpd.broker.stats import MessageCounts
 from amqpd.broker.vhost import (
     DEFAULT_EXCHANGE,
     VirtualHost,
@@ -113,6 +114,7 @@ class Channel:
         self.tx: Transaction | None = None
         self.last_queue_name = ""
         self.closed = False
+        self.counts = MessageCounts()
 
     def __repr__(self) -> str:
         return f"<Channel {self.number} of {self.connection!r}>"
@@ -120,6 +122,11 @@ class Channel:
     @property
     def unacked_count(self) -> int:
         return len(self._unacked)
+
+    @property
+    def unconfirmed_count(self) -> int:
+        """Messages published in confirm mode not yet confirmed (or nacked)."""
+        return len(self._unconfirmed)
 
     # ---------------------------------------------------------- flow control
 
@@ -190,6 +197,7 @@ class Channel:
         if access.has_topics and exchange.type_name == "topic":
             access.check_topic(WRITE, exchange_name, routing_key)
         message = Message(exchange_name, routing_key, header, body, encoded_route)
+        self.counts.publish += 1
         flags = message.flags
         if flags & FLAG_USER_ID and not access.impersonator:
             user_id = message.properties.user_id
@@ -224,6 +232,7 @@ class Channel:
                 if waits is None:
                     self.durability_advanced()  # the nack goes out once those before it do
             else:
+                self.counts.confirm += 1
                 self.sink.confirmed(self._publish_sequence)
 
     def _route(
@@ -237,11 +246,13 @@ class Channel:
             if mandatory and vhost.unroutable_when_released(exchange, message, queues, now_ms):
                 # Held for later but routable nowhere now: returned rather than held
                 # (RabbitMQ's plugin returns it and holds it as well).
+                self.counts.return_unroutable += 1
                 self.sink.returned(NO_ROUTE, "NO_ROUTE", message)
                 return []
             waits, refused = vhost.enqueue(queues, message, now_ms)
             return None if refused else waits
         if mandatory:
+            self.counts.return_unroutable += 1
             self.sink.returned(NO_ROUTE, "NO_ROUTE", message)
         return []
 
@@ -261,6 +272,7 @@ class Channel:
                 return False
             unconfirmed.popleft()
             if not self.closed:
+                self.counts.confirm += 1
                 self.sink.confirmed(sequence)
         return True
 
@@ -475,10 +487,15 @@ class Channel:
         self._next_delivery_tag = delivery_tag + 1
         redelivered = entry.delivery_count > 0
         entry.delivery_count += 1
+        counts = entry.queue.counts
+        if redelivered:
+            counts.redeliver += 1
         if consumer.no_ack:
+            counts.deliver_no_ack += 1
             if self._acked_below == delivery_tag:
                 self._acked_below = delivery_tag + 1
         else:
+            counts.deliver += 1
             entry.consumer = consumer
             consumer.unacked += 1
             self._unacked[delivery_tag] = entry
@@ -501,6 +518,7 @@ class Channel:
         self._next_delivery_tag = delivery_tag + 1
         if self._acked_below == delivery_tag:
             self._acked_below = delivery_tag + 1
+        consumer.queue.counts.deliver_no_ack += 1
         self.sink.deliver(consumer, delivery_tag, False, message)
 
     def get(self, queue_name: str, no_ack: bool) -> tuple[int, bool, Message, int] | None:
@@ -513,7 +531,13 @@ class Channel:
         self._next_delivery_tag = delivery_tag + 1
         redelivered = entry.delivery_count > 0
         entry.delivery_count += 1
-        if not no_ack:
+        counts = queue.counts
+        if redelivered:
+            counts.redeliver += 1
+        if no_ack:
+            counts.get_no_ack += 1
+        else:
+            counts.get += 1
             self._unacked[delivery_tag] = entry
             queue.note_delivered(entry)
         message = _redelivered_form(entry) if redelivered else entry.message
@@ -582,6 +606,10 @@ class Channel:
         touched: dict[Queue, None] = {}
         requeue = outcome in (_REQUEUE, _RETRY)
         later = outcome == _RETRY
+        # Acks are counted per run of one queue's entries: a counter above 256 allocates
+        # at every increment, and a multiple ack settles many at once.
+        acked_queue: Queue | None = None
+        acked = 0
         for _, entry in taken:
             consumer = entry.consumer
             queue = entry.queue
@@ -595,6 +623,13 @@ class Channel:
                 queue.reject(entry)
             else:
                 queue.settle(entry)
+                if queue is not acked_queue:
+                    if acked_queue is not None:
+                        acked_queue.counts.ack += acked
+                    acked_queue, acked = queue, 0
+                acked += 1
+        if acked_queue is not None:
+            acked_queue.counts.ack += acked
         # Freed credit (and requeued messages) can move more messages right away.
         for queue in touched:
             queue.dispatch()
@@ -708,3 +743,4 @@ class Channel:
         self._apply(taken, _REQUEUE)
         self._unconfirmed.clear()
         self.vhost.durability.forget(self)
+        self.vhost.retired_channel_counts.add(self.counts)

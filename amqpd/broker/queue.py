@@ -47,6 +47,7 @@ from amqpd.broker.message import Message
 from amqpd.broker.policies import Policy, queue_arguments
 from amqpd.broker.ports import MessageLog, QueueStorage
 from amqpd.broker.queue_settings import OVERFLOW_REJECT_PUBLISH_DLX, QueueSettings
+from amqpd.broker.stats import MessageCounts
 from amqpd.broker.timers import Timers
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_PRIORITY
@@ -119,6 +120,7 @@ class Queue(Destination):
         "arguments",
         "auto_delete",
         "consumers",
+        "counts",
         "dead_letter",
         "deleted",
         "durable",
@@ -189,6 +191,7 @@ class Queue(Destination):
         )
         self._ready_count = sum(log.live_count for log in logs) if logs is not None else 0
         self.unacked_count = 0
+        self.counts = MessageCounts()
         self.consumers: list[Consumer] = []
         self.exclusive_consumer: Consumer | None = None
         self.had_consumers = False
@@ -259,6 +262,7 @@ class Queue(Destination):
                     self._dead_letter_message(message, REASON_MAXLEN, now_ms)
                 return REFUSED
             expires_at_ms = self._deadline(message, now_ms)
+        self.counts.publish += 1
         lane = self._lane
         if self._prioritized:
             lane = self._lane_for(message)
@@ -412,7 +416,9 @@ class Queue(Destination):
 
     def _dead_letter_message(self, message: Message, reason: str, now_ms: int) -> list[Durability]:
         if self.dead_letter is None or self.settings.dead_letter_exchange is None:
+            self.counts.count_death(reason, dead_lettered=False)
             return []
+        self.counts.count_death(reason, dead_lettered=True)
         return self.dead_letter(self, message, reason, now_ms)
 
     def _ack_after(self, lane: Lane, offset: int, waits: list[Durability]) -> None:
@@ -682,7 +688,7 @@ class Queue(Destination):
         return True
 
     def settle(self, entry: QueueEntry) -> None:
-        """An unacked entry is done with (acked)."""
+        """An unacked entry is done with (acked); the channel counts acks per batch."""
         self.unacked_count -= 1
         entry.consumer = None
         if entry.stored:

@@ -48,6 +48,7 @@ from amqpd.broker.message import Message
 from amqpd.broker.policies import Policy, choose
 from amqpd.broker.ports import DefinitionLog, MessageLog, QueueStorage
 from amqpd.broker.queue import Durability, Queue, Refused, lane_count_for, queue_key
+from amqpd.broker.stats import MessageCounts
 from amqpd.broker.timers import Timers
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import FLAG_HEADERS
@@ -127,6 +128,10 @@ class VirtualHost:
         # RabbitMQ's max-queues vhost limit: declaring one more is refused (406).
         self.queues_max: int | None = None
         self._restoring = False  # replaying stored definitions: nothing to write back
+        # What deleted queues and closed channels counted, so totals never fall (apart:
+        # both count `publish`, a channel what it received, a queue what it enqueued).
+        self.retired_queue_counts = MessageCounts()
+        self.retired_channel_counts = MessageCounts()
         # Only the default exchange's name and type matter; routing to it is by queue name.
         self.default_exchange = DirectExchange(DEFAULT_EXCHANGE, name, durable=True)
         self.exchanges[DEFAULT_EXCHANGE] = self.default_exchange
@@ -443,6 +448,7 @@ class VirtualHost:
         message_count = queue.message_count
         queue.deleted = True
         del self.queues[queue.name]
+        self.retired_queue_counts.add(queue.counts)
         for consumer in list(queue.consumers):
             consumer.channel.cancel_by_broker(consumer)
         queue.purge()

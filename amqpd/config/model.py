@@ -20,6 +20,7 @@ from attrs import validators as v
 DEFAULT_PORT: Final = 5672
 DEFAULT_BIND: Final = "127.0.0.1"
 DEFAULT_DATA_DIR: Final = Path("amqpd-data")
+DEFAULT_MANAGEMENT_PORT: Final = 15672
 # rabbit_password_hashing_sha256 of "guest", with a fixed salt: the embedded default user.
 GUEST_PASSWORD_HASH: Final = "YW1xcNtq+YSZ3Gp9l3n9Hwu0AShQoKMVtCuQUm5bIAI4+TfE"
 
@@ -127,6 +128,26 @@ def _fsync_policy(_: object, attribute: attrs.Attribute[str | int], value: str |
     raise ValueError(
         f"'{attribute.name}' must be always, never or a number of milliseconds: {value!r}"
     )
+
+
+@attrs.frozen
+class Management:
+    """The management HTTP API, the web console and /metrics (RabbitMQ's management
+    plugin): users log in with HTTP basic auth and their tags decide what they see."""
+
+    bind: str = DEFAULT_BIND
+    # 0: no management listener at all.
+    port: int = attrs.field(default=DEFAULT_MANAGEMENT_PORT, validator=[v.ge(0), v.le(65535)])
+    # How often queue, channel and node counters are sampled for message rates (RabbitMQ's
+    # collect_statistics_interval).
+    sample_interval_s: float = attrs.field(default=5.0, validator=v.gt(0))
+    # How many bytes of a message body the HTTP get (and the console's peek) returns at most
+    # when a request asks for more or for no limit.
+    get_bytes_max: int = attrs.field(default=1_048_576, validator=v.ge(1))
+    # A second listener (on `bind`) serving only Prometheus's paths (/metrics,
+    # /metrics/per-object, /metrics/detailed), as RabbitMQ's on 15692; 0: none. The
+    # management port serves them too.
+    prometheus_port: int = attrs.field(default=0, validator=[v.ge(0), v.le(65535)])
 
 
 @attrs.frozen
@@ -479,6 +500,7 @@ class ServerConfig:
     limits: Limits = Limits()
     storage: Storage = Storage()
     authentication: Authentication = Authentication()
+    management: Management = Management()
     # A second YAML file with the tenancy keys (vhosts, users, permissions,
     # topic_permissions, loopback_users, policies), relative to this file's folder. Those
     # keys then stay out of this file.

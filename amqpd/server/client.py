@@ -96,11 +96,18 @@ class ClientSession:
         mechanisms: Sequence[str] = MECHANISMS,
         peer_certificate: PeerCertificate | None = None,
         accepted_at: float | None = None,
+        tls: bool = False,
     ) -> None:
         self.context = context
         self._timers = context.broker.services.timers
         self.stream = stream
         self.peer_host, self.peer_port = peer
+        self.local = local
+        self.tls = tls
+        self.connected_at_ms = time.time_ns() // 1_000_000
+        self.auth_mechanism = ""
+        self.received_bytes = 0
+        self.sent_bytes = 0
         self.name = f"{peer[0]}:{peer[1]} -> {local[0]}:{local[1]}"
         self.proto = ProtocolConnection(
             context.protocol_limits, context.server_properties, mechanisms
@@ -143,6 +150,11 @@ class ClientSession:
         """How logs name this connection: address, and the client's connection_name."""
         client_name = self.proto.client_properties.get("connection_name")
         return f"{self.name} ({client_name})" if isinstance(client_name, str) else self.name
+
+    @property
+    def blocked(self) -> bool:
+        """Not read from: a resource alarm blocks this publisher."""
+        return self._reading_paused
 
     def fields(self, **more: object) -> dict[str, object]:
         """The structured fields of this connection's log records (JSON logs): the
@@ -222,6 +234,7 @@ class ClientSession:
                     )
                 return
             self._last_received = started = time.monotonic()
+            self.received_bytes += len(data)
             self._on_data(data)
             if time.monotonic() - started > self._slow_s:
                 self._slow_read(started, len(data))
@@ -270,6 +283,7 @@ class ClientSession:
                         handler.channel.set_writable(True)
                 if data:
                     await send(data)
+                    self.sent_bytes += len(data)
                     self._last_sent = time.monotonic()
                 if self._finishing and not proto.has_data_to_send:
                     self._finished.set()
@@ -498,6 +512,7 @@ class ClientSession:
         if self.proto.phase is not Phase.AWAITING_LOGIN_DECISION:
             return  # closed meanwhile
         self.username = username
+        self.auth_mechanism = mechanism
         log.info(
             "connection %s: user '%s' authenticated (%s)",
             self.label,

@@ -128,6 +128,7 @@ async def serve(
             mechanisms=listener.mechanisms,
             peer_certificate=certificate,
             accepted_at=accepted_at,
+            tls=listener.tls is not None,
         )
         context.sessions.add(session)
         try:

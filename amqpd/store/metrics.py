@@ -5,7 +5,13 @@ Imports attrs and the standard library only.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from typing import Final
+
 import attrs
+
+# Upper bounds (seconds) of the sync-batch latency histogram's buckets; +Inf is implied.
+SYNC_BUCKETS_S: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 @attrs.define
@@ -20,6 +26,18 @@ class StoreMetrics:
     fsync_seconds_total: float = 0.0  # time spent in sync_files
     last_fsync_seconds: float = 0.0  # time the last sync_files took
     write_errors: int = 0  # failed writes (each dropped batch or journal write)
+    sync_batches: int = 0  # sync_files calls that synced (each one group commit)
+    # How long each of them took: counts per SYNC_BUCKETS_S bucket (not cumulative; the
+    # last one is past the largest bound).
+    sync_buckets: list[int] = attrs.field(factory=lambda: [0] * (len(SYNC_BUCKETS_S) + 1))
+
+    def observe_sync(self, files: int, seconds: float) -> None:
+        """One group commit: `files` fsyncs (files and directories) in `seconds`."""
+        self.fsync_count += files
+        self.fsync_seconds_total += seconds
+        self.last_fsync_seconds = seconds
+        self.sync_batches += 1
+        self.sync_buckets[bisect_left(SYNC_BUCKETS_S, seconds)] += 1
 
 
 @attrs.frozen

@@ -515,11 +515,7 @@ class Store:
                     continue  # removed meanwhile (a deleted log)
                 count += 1
         finally:
-            elapsed = time.perf_counter() - started
-            metrics = self.metrics
-            metrics.fsync_count += count
-            metrics.fsync_seconds_total += elapsed
-            metrics.last_fsync_seconds = elapsed
+            self.metrics.observe_sync(count, time.perf_counter() - started)
 
     def _compact(self, compaction: Compaction, *, fsync: bool) -> int:
         write_atomic(self.fs, compaction.path, compaction.data, fsync=fsync)

@@ -20,6 +20,7 @@ from amqpd.config.model import (
     Authentication,
     Limits,
     Listener,
+    Management,
     ServerConfig,
     Tls,
 )
@@ -145,6 +146,6 @@ def test_the_example_config_documents_every_default() -> None:
     example = Path(__file__).resolve().parents[2] / "conf" / "amqpd.yaml"
     assert load(example) == ServerConfig()
     text = example.read_text()
-    for model in (ServerConfig, Listener, Tls, Limits, Authentication):
+    for model in (ServerConfig, Listener, Tls, Limits, Authentication, Management):
         for field in attrs.fields(model):
             assert f"{field.name}:" in text, f"{field.name} is not in {example.name}"

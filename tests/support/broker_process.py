@@ -41,6 +41,8 @@ class BrokerProcess:
         args = [sys.executable, "-m", "amqpd", "--data-dir", str(self.data_dir)]
         if "--port" not in self.extra_args and "--config" not in self.extra_args:
             args += ["--port", "0"]
+        if "--management-port" not in self.extra_args:
+            args += ["--management-port", "0"]  # tests that want it pass a free port
         args += self.extra_args
         self.process = subprocess.Popen(
             args,

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio.from_thread
 
-from amqpd.config.model import Listener, ServerConfig
+from amqpd.config.model import Listener, Management, ServerConfig
 from amqpd.node import Node
 from amqpd.store import FileSystem
 
@@ -24,6 +24,7 @@ def running_node(
     **settings: Any,
 ) -> Iterator[Node]:
     """A node in this process; `settings` replace ServerConfig fields (limits=...)."""
+    settings.setdefault("management", Management(port=0))  # tests that want it ask
     config = config or ServerConfig(
         listeners=(Listener("127.0.0.1", 0),), data_dir=data_dir, **settings
     )
