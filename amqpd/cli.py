@@ -47,12 +47,12 @@ from pathlib import Path
 import anyio
 import attrs
 
-from amqpd import __version__
+from amqpd import __version__, logs
 from amqpd.auth.passwords import ALGORITHM_NAMES, hash_password
 from amqpd.cli_operator import OPERATOR_COMMANDS
 from amqpd.config.definitions import Definitions, merge_definitions, read_definitions
 from amqpd.config.load import ConfigError, load, override
-from amqpd.config.model import Listener, ServerConfig
+from amqpd.config.model import LOG_FORMATS, Listener, ServerConfig
 from amqpd.node import LOCK_FILE_NAME, DataDirInUse, Node, check_definitions
 
 EXIT_OK = 0
@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="log verbosity (info)"
     )
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="plain text lines, or JSON lines (plain)"
+    )
     return parser
 
 
@@ -114,6 +117,7 @@ def configure(args: argparse.Namespace) -> tuple[ServerConfig, Definitions | Non
         config,
         data_dir=args.data_dir,
         log_level=args.log_level,
+        log_format=args.log_format,
         definitions_file=args.definitions,
     )
     if config.definitions_file is None:
@@ -335,11 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"amqpd: config error:\n{error}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(config.log_level, config.log_format)
     node = Node(config, definitions=definitions)
     gc.set_threshold(GC_YOUNG_OBJECTS_MAX, *gc.get_threshold()[1:])
     try:

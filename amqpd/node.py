@@ -247,7 +247,8 @@ class Node:
             )
             log_definitions_report(report, self.definitions.notes)
         _log_waiting(broker)
-        self._driver = StoreDriver(store, broker, self.fail)
+        slow_operation_s = slow_seconds(config.slow_operation_ms)
+        self._driver = StoreDriver(store, broker, self.fail, slow_operation_s)
         return ServerContext(
             broker=broker,
             authenticator=Authenticator.from_config(config),
@@ -256,6 +257,7 @@ class Node:
             vhost_settings={vhost.name: vhost for vhost in config.vhosts},
             audit=AuditLog(audit_log_path(config)),
             before_send=self._driver.write_now,
+            slow_operation_s=slow_operation_s,
         )
 
     async def serve(self, on_ready: Callable[[list[tuple[str, int]]], None] | None = None) -> None:
@@ -402,6 +404,11 @@ def endpoints(config: ServerConfig) -> list[Endpoint]:
                 raise ConfigError(f"listeners[{index}].tls.{error.key}: {error.reason}") from None
         found.append(Endpoint(listener.bind, listener.port, tls))
     return found
+
+
+def slow_seconds(slow_operation_ms: int) -> float:
+    """The slow-operation threshold in seconds; 0 (off) is never reached."""
+    return slow_operation_ms / 1000 if slow_operation_ms else float("inf")
 
 
 def audit_log_path(config: ServerConfig) -> Path | None:

@@ -142,7 +142,12 @@ class Authenticator:
             if self._login_cache_s:
                 self._verified[username] = (self._digest(password), now + self._login_cache_s)
         if reason is not None:
-            log.warning("login refused from %s: %s", peer_host, reason)
+            log.warning(
+                "login refused from %s: %s",
+                peer_host,
+                reason,
+                extra={"user": username, "peer": peer_host, "mechanism": mechanism},
+            )
             raise refused(mechanism)
         assert user is not None
         return user
@@ -184,7 +189,12 @@ class Authenticator:
             else self._origin_refusal(user, peer_host)
         )
         if reason is not None:
-            log.warning("login refused from %s: %s", peer_host, reason)
+            log.warning(
+                "login refused from %s: %s",
+                peer_host,
+                reason,
+                extra={"user": username, "peer": peer_host, "mechanism": "EXTERNAL"},
+            )
             raise refused("EXTERNAL")
         assert user is not None
         return user

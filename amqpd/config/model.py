@@ -480,6 +480,8 @@ class Authentication:
     login_cache_s: float = attrs.field(default=300.0, validator=v.ge(0))
 
 
+LOG_FORMATS: Final = ("plain", "json")
+
 # Keys of the tenancy: the part of the config a `tenants_file` holds and SIGHUP reloads.
 TENANCY_KEYS: Final = (
     "vhosts",
@@ -523,6 +525,12 @@ class ServerConfig:
     log_level: str = attrs.field(
         default="info", validator=v.in_(("debug", "info", "warning", "error"))
     )
+    # plain: one line of text per record; json: one JSON object per line (time, level,
+    # logger, message, and the record's fields: connection, user, vhost, ...).
+    log_format: str = attrs.field(default="plain", validator=v.in_(LOG_FORMATS))
+    # An fsync, a write of the store's buffers or the handling of one read from a client
+    # that takes longer than this is logged as a warning, with what and how long. 0: off.
+    slow_operation_ms: int = attrs.field(default=1000, validator=v.ge(0))
 
     @property
     def vhost_names(self) -> tuple[str, ...]:

@@ -10,6 +10,12 @@ than the handshake timeout, is dropped.
 On an amqps listener the stream is already in TLS, and the session knows the client
 certificate the TLS layer verified: SASL EXTERNAL logs in as the user it names.
 
+Logs: a connection's login, vhost open and close (by the client, abrupt, or forced) are
+logged once each, with the connection, user and vhost as the record's fields; nothing
+is logged per message. The handling of one read that takes longer than
+`slow_operation_s` is logged as a warning (one clock reading per read). Times are
+time.monotonic(), the clock anyio's event loops run on.
+
 Imports anyio, amqpd.auth, amqpd.protocol, amqpd.broker, amqpd.errors and server.*.
 """
 
@@ -112,7 +118,7 @@ class ClientSession:
         self.broker_connection: Connection | None = None
         self.handlers: dict[int, ChannelHandler] = {}
         self.username = ""
-        now = anyio.current_time()
+        now = time.monotonic()
         # From TCP accept: a TLS handshake before this session counts against the
         # handshake timeout too.
         self._accepted_at = now if accepted_at is None else accepted_at
@@ -123,6 +129,7 @@ class ClientSession:
         self._published = False  # publishers are the ones a resource alarm blocks
         self._reading_paused = False  # blocked by an alarm: silence is not a dead peer
         self._linger_s = 0.0  # wait before closing the socket (silent handshake errors)
+        self._slow_s = context.slow_operation_s
         self._wake = anyio.Event()
         self._write_scheduled = False
         self._queued_bytes = 0
@@ -148,6 +155,17 @@ class ClientSession:
     def blocked(self) -> bool:
         """Not read from: a resource alarm blocks this publisher."""
         return self._reading_paused
+
+    def fields(self, **more: object) -> dict[str, object]:
+        """The structured fields of this connection's log records (JSON logs): the
+        connection, and the user and vhost once known."""
+        found: dict[str, object] = {"connection": self.label}
+        if self.username:
+            found["user"] = self.username
+        if self.broker_connection is not None:
+            found["vhost"] = self.broker_connection.vhost.name
+        found.update(more)
+        return found
 
     # ------------------------------------------------------------- lifecycle
 
@@ -177,7 +195,7 @@ class ClientSession:
 
     def force_close(self, reason: str) -> None:
         """320 CONNECTION_FORCED with `reason` (a user or vhost removed by a reload)."""
-        log.warning("connection %s: closing, %s", self.label, reason)
+        log.warning("connection %s: closing, %s", self.label, reason, extra=self.fields())
         self._close_connection(CONNECTION_FORCED, reply_text(CONNECTION_FORCED, reason))
         self._schedule_write()
 
@@ -209,11 +227,17 @@ class ClientSession:
                 data = await receive(RECEIVE_BYTES_MAX)
             except _CONNECTION_RESET:
                 if self.broker_connection is not None and self._closing_since is None:
-                    log.warning("connection %s: client closed the socket abruptly", self.label)
+                    log.warning(
+                        "connection %s: client closed the socket abruptly",
+                        self.label,
+                        extra=self.fields(),
+                    )
                 return
-            self._last_received = anyio.current_time()
+            self._last_received = started = time.monotonic()
             self.received_bytes += len(data)
             self._on_data(data)
+            if time.monotonic() - started > self._slow_s:
+                self._slow_read(started, len(data))
 
     async def _wait_while_blocked(self) -> None:
         """Stop reading a publisher during a resource alarm (TCP pushes back on it)."""
@@ -222,17 +246,18 @@ class ClientSession:
         if notify:
             self.proto.send_method(0, spec.ConnectionBlocked(reason=alarms.reason))
             self._schedule_write()
-        log.info("connection %s: blocked (%s)", self.label, alarms.reason)
+        # The alarm itself is logged (a warning) once; each connection only at debug.
+        log.debug("connection %s: blocked (%s)", self.label, alarms.reason, extra=self.fields())
         self._reading_paused = True
         try:
             await alarms.wait_cleared()
         finally:
             self._reading_paused = False
-            self._last_received = anyio.current_time()
+            self._last_received = time.monotonic()
         if notify and self.proto.phase is Phase.OPEN:
             self.proto.send_method(0, spec.ConnectionUnblocked())
             self._schedule_write()
-        log.info("connection %s: unblocked", self.label)
+        log.debug("connection %s: unblocked", self.label, extra=self.fields())
 
     async def _finish_output(self) -> None:
         self._finishing = True
@@ -259,7 +284,7 @@ class ClientSession:
                 if data:
                     await send(data)
                     self.sent_bytes += len(data)
-                    self._last_sent = anyio.current_time()
+                    self._last_sent = time.monotonic()
                 if self._finishing and not proto.has_data_to_send:
                     self._finished.set()
                     return
@@ -271,7 +296,7 @@ class ClientSession:
         limits = self.context.limits
         while True:
             await anyio.sleep(TIMER_TICK_S)
-            now = anyio.current_time()
+            now = time.monotonic()
             if self._closing_since is not None:
                 if now - self._closing_since > limits.close_timeout_s:
                     log.warning("connection %s: no close-ok from client; dropped", self.label)
@@ -402,7 +427,12 @@ class ClientSession:
         elif isinstance(event, OpenRequested):
             self._open(event.virtual_host)
         elif isinstance(event, CloseRequested):
-            log.info("connection %s: closed by client (user '%s')", self.label, self.username)
+            log.info(
+                "connection %s: closed by client (user '%s')",
+                self.label,
+                self.username,
+                extra=self.fields(),
+            )
             self._release_broker_state()
             self._stop_reading = True
         elif isinstance(event, CloseCompleted):
@@ -424,7 +454,7 @@ class ClientSession:
     async def _check_login(self, event: LoginRequested) -> None:
         context = self.context
         throttle = context.login_throttle
-        delay_s = throttle.delay_s(self.peer_host, anyio.current_time())
+        delay_s = throttle.delay_s(self.peer_host, time.monotonic())
         if delay_s:
             log.info("connection %s: login waits %.1f s (earlier failures)", self.label, delay_s)
             await anyio.sleep(delay_s)
@@ -445,7 +475,7 @@ class ClientSession:
                     limiter=context.password_checks,
                 )
         except LoginRefused as error:
-            throttle.failed(self.peer_host, anyio.current_time())
+            throttle.failed(self.peer_host, time.monotonic())
             context.audit.record(
                 "login_failed", user=username, peer=self.peer_host, mechanism=event.mechanism
             )
@@ -464,6 +494,7 @@ class ClientSession:
                 "without a verified client certificate"
                 if subject is None
                 else "with a client certificate whose subject has no CN",
+                extra=self.fields(mechanism=EXTERNAL, peer=self.peer_host),
             )
             raise refused(EXTERNAL)
         return name
@@ -473,7 +504,7 @@ class ClientSession:
             # The client asked to hear why: 403 on connection.close, then close-ok.
             self._close_connection(error.reply_code, error.reply_text)
         else:
-            self._fail_handshake(error)
+            self._fail_handshake(error, logged=True)
             self._stop_reading_now()
         self._schedule_write()
 
@@ -482,6 +513,13 @@ class ClientSession:
             return  # closed meanwhile
         self.username = username
         self.auth_mechanism = mechanism
+        log.info(
+            "connection %s: user '%s' authenticated (%s)",
+            self.label,
+            username,
+            mechanism,
+            extra=self.fields(mechanism=mechanism),
+        )
         self.context.audit.record("login", user=username, peer=self.peer_host, mechanism=mechanism)
         self.proto.accept_login()
         self._schedule_write()
@@ -502,6 +540,7 @@ class ClientSession:
                 self.label,
                 vhost_name,
                 self.username,
+                extra=self.fields(vhost=vhost_name),
             )
             context.audit.record(
                 "access_refused",
@@ -532,10 +571,24 @@ class ClientSession:
         )
         self.proto.accept_open()
         log.info(
-            "connection %s: user '%s' opened vhost '%s'", self.label, self.username, vhost_name
+            "connection %s: user '%s' opened vhost '%s'",
+            self.label,
+            self.username,
+            vhost_name,
+            extra=self.fields(),
         )
         context.audit.record(
             "connection_opened", user=self.username, vhost=vhost_name, peer=self.peer_host
+        )
+
+    def _slow_read(self, started: float, size: int) -> None:
+        elapsed_ms = (time.monotonic() - started) * 1000
+        log.warning(
+            "connection %s: slow operation: handling a read of %d bytes took %.0f ms",
+            self.label,
+            size,
+            elapsed_ms,
+            extra=self.fields(operation="read", duration_ms=round(elapsed_ms), bytes=size),
         )
 
     # ---------------------------------------------------------------- errors
@@ -547,6 +600,7 @@ class ClientSession:
             channel,
             error.reply_text,
             self.username,
+            extra=self.fields(channel=channel, reply_code=error.reply_code),
         )
         if error.reply_code == ACCESS_REFUSED:
             connection = self.broker_connection
@@ -581,14 +635,17 @@ class ClientSession:
             _fill_method_ids(error, event)
         self._fail_connection(error)
 
-    def _fail_handshake(self, error: ConnectionException) -> None:
-        """Before tune-ok, RabbitMQ closes without a reason, after a delay; so do we."""
-        log.warning(
-            "connection %s: handshake failed in state %s: %s; closing",
-            self.label,
-            self.proto.phase.value,
-            error.reply_text,
-        )
+    def _fail_handshake(self, error: ConnectionException, logged: bool = False) -> None:
+        """Before tune-ok, RabbitMQ closes without a reason, after a delay; so do we.
+        `logged`: the reason is in the log already (a refused login)."""
+        if not logged:
+            log.warning(
+                "connection %s: handshake failed in state %s: %s; closing",
+                self.label,
+                self.proto.phase.value,
+                error.reply_text,
+                extra=self.fields(),
+            )
         self.proto.abandon()
         self._stop_reading = True
         self._linger_s = self.context.limits.handshake_error_delay_s
@@ -602,6 +659,7 @@ class ClientSession:
             self.label,
             error.reply_text,
             self.username,
+            extra=self.fields(reply_code=error.reply_code),
         )
         self._close_connection(error.reply_code, error.reply_text, error.class_id, error.method_id)
 
@@ -611,7 +669,7 @@ class ClientSession:
         if self._closing_since is not None or self.proto.closed:
             return
         self.proto.close_with(reply_code, text, class_id, method_id)
-        self._closing_since = anyio.current_time()
+        self._closing_since = time.monotonic()
         self._release_broker_state()
         self._schedule_write()
 

@@ -73,6 +73,8 @@ class ServerContext:
     alarms: Alarms = attrs.field(factory=Alarms)
     # Called before a connection sends: the store writes what it holds (delivered marks).
     before_send: Callable[[], None] = _nothing_to_write
+    # Handling one read from a client that takes longer than this is logged (inf: never).
+    slow_operation_s: float = float("inf")
     _sessions_ended: anyio.Event | None = None
     login_throttle: FailureThrottle = attrs.field(init=False)
     # Password checks run in worker threads, at most this many at once.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -91,7 +92,7 @@ async def serve(
     that cancelling the accept loops leaves the connections to a graceful close."""
 
     async def handle(listener: AmqpListener, stream: anyio.abc.SocketStream) -> None:
-        accepted_at = anyio.current_time()
+        accepted_at = time.monotonic()  # the clock sessions use
         peer = stream.extra(SocketAttribute.remote_address)
         local = stream.extra(SocketAttribute.local_address)
         assert isinstance(peer, tuple) and isinstance(local, tuple)

@@ -16,6 +16,9 @@ Sessions also call `write_now` before sending: a delivery's "delivered" mark is 
 always in the OS before the delivery leaves, so after a crash the message comes back
 flagged redelivered.
 
+An fsync, or a write of the buffers, slower than `slow_operation_s` is logged as a
+warning with its duration (two clock readings per batch, none per message).
+
 If an fsync fails, nothing written since the last good one can be trusted (the page
 cache may have dropped it): the waiting publishers are nacked and the node is stopped,
 so that a restart recovers from what the disk really holds.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from queue import SimpleQueue
@@ -50,9 +54,14 @@ SYNC_BATCHES_IN_FLIGHT_MAX = 2
 
 class StoreDriver:
     def __init__(
-        self, store: Store, broker: Broker, on_fatal: Callable[[BaseException], None]
+        self,
+        store: Store,
+        broker: Broker,
+        on_fatal: Callable[[BaseException], None],
+        slow_operation_s: float = float("inf"),
     ) -> None:
         self.store = store
+        self._slow_s = slow_operation_s  # a write or fsync longer than this is logged
         self.broker = broker
         self._on_fatal = on_fatal
         self._dirty = anyio.Event()
@@ -73,6 +82,7 @@ class StoreDriver:
         """Hand every buffered append, ack and mark to the OS (no fsync)."""
         if not self.store.dirty:
             return  # the common case before a send: nothing new since the last write
+        started = time.monotonic()
         try:
             self.store.write_pending()
         except WriteFailed as failure:
@@ -85,6 +95,13 @@ class StoreDriver:
                     failure.__cause__ or failure,
                 )
                 self.broker.storage_lost(partition, start, end)
+        elapsed = time.monotonic() - started
+        if elapsed > self._slow_s:
+            log.warning(
+                "slow operation: writing the store's buffers to the OS took %.0f ms",
+                elapsed * 1000,
+                extra={"operation": "store write", "duration_ms": round(elapsed * 1000)},
+            )
         if self._mode == "always":
             if self._loop is not None:
                 self._start_sync()  # only hands the batch to the fsync thread
@@ -154,12 +171,22 @@ class StoreDriver:
     def _sync_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         """fsync batch after batch; each outcome goes back to the event loop."""
         while (batch := self._requests.get()) is not None:
+            started = time.monotonic()
             try:
                 self.store.sync_files(batch)
             except OSError as error:
                 outcome: OSError | None = error
             else:
                 outcome = None
+            elapsed = time.monotonic() - started
+            if elapsed > self._slow_s:
+                files = len(batch.handles) + len(batch.directories)
+                log.warning(
+                    "slow operation: fsync of %d file(s) took %.0f ms",
+                    files,
+                    elapsed * 1000,
+                    extra={"operation": "fsync", "duration_ms": round(elapsed * 1000)},
+                )
             # Post the outcome and go straight back to waiting: waiting for the loop to run
             # it would cost two more hand-offs of the GIL per batch.
             try:
