@@ -64,6 +64,22 @@ class StoredRecord(Protocol):
     def payload(self) -> bytes: ...
 
 
+class StoredSegmentSpan(Protocol):
+    """One segment of a log, as retention sees it."""
+
+    @property
+    def base_offset(self) -> int: ...
+    @property
+    def end_offset(self) -> int:
+        """Exclusive: the next segment's base_offset, next_offset for the newest."""
+        ...
+
+    @property
+    def timestamp_max_ms(self) -> int: ...
+    @property
+    def size_bytes(self) -> int: ...
+
+
 class MessageLog(Protocol):
     """One partition of an append-only log of opaque records (amqpd.store.Partition).
 
@@ -81,15 +97,51 @@ class MessageLog(Protocol):
     def acked_below(self) -> int: ...
     @property
     def live_count(self) -> int: ...
+    @property
+    def first_offset(self) -> int:
+        """The lowest offset still stored (below it, segments were deleted or dropped)."""
+        ...
 
     def append(
-        self, kind: int, timestamp_ms: int, payload: bytes, offset: int | None = None
-    ) -> int: ...
+        self,
+        kind: int,
+        timestamp_ms: int,
+        payload: bytes,
+        offset: int | None = None,
+        *,
+        tag: bytes | None = None,
+    ) -> int:
+        """`tag`: kept per segment on a log created with tag_index (None: untagged)."""
+        ...
 
     def read(
-        self, offset: int, max_records: int = 256, max_bytes: int | None = None
+        self,
+        offset: int,
+        max_records: int = 256,
+        max_bytes: int | None = None,
+        *,
+        include_acked: bool = False,
     ) -> Sequence[StoredRecord]:
-        """Live records with offset >= `offset`, in order."""
+        """Live records with offset >= `offset`, in order; with include_acked, acked
+        records still stored too (a keep_acked log keeps them until drop_before)."""
+        ...
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int:
+        """The first offset whose record has timestamp >= timestamp_ms (next_offset if none)."""
+        ...
+
+    def next_tagged_offset(self, offset: int, tags: frozenset[bytes], untagged: bool) -> int:
+        """The first offset >= `offset` in a segment that may hold a record tagged with one
+        of `tags` (or an untagged one, if `untagged`); next_offset if none. No I/O."""
+        ...
+
+    def segment_spans(self) -> Sequence[StoredSegmentSpan]:
+        """The segments still stored, oldest first (the newest is never dropped)."""
+        ...
+
+    def drop_before(self, offset: int) -> int:
+        """Drop every sealed segment whose records all lie below `offset`: their records
+        are gone (acked), now and after a restart. Returns how many live records went."""
         ...
 
     def ack(self, offset: int) -> None: ...
@@ -109,11 +161,21 @@ class QueueStorage(Protocol):
     a log has a partition per lane of the queue (one per priority level)."""
 
     def create_log(
-        self, key: str, *, durable: bool, partitions: int = 1, random_reads: bool = False
+        self,
+        key: str,
+        *,
+        durable: bool,
+        partitions: int = 1,
+        random_reads: bool = False,
+        tag_index: bool = False,
+        keep_acked: bool = False,
     ) -> Sequence[MessageLog]:
         """A new, empty log (replacing any left over under `key`): its partitions in order.
         `random_reads`: records will be read one by one at scattered offsets (a delayed
-        exchange's), so each read must find its record without scanning many."""
+        exchange's), so each read must find its record without scanning many.
+        `tag_index`: segments keep the tags appended with their records (next_tagged_offset).
+        `keep_acked`: fully acked segments stay, readable with include_acked, until
+        drop_before removes them. Both options survive a restart."""
         ...
 
     def delete_log(self, key: str) -> None: ...

@@ -244,7 +244,14 @@ class StoreQueueStorage:
         self.store = store
 
     def create_log(
-        self, key: str, *, durable: bool, partitions: int = 1, random_reads: bool = False
+        self,
+        key: str,
+        *,
+        durable: bool,
+        partitions: int = 1,
+        random_reads: bool = False,
+        tag_index: bool = False,
+        keep_acked: bool = False,
     ) -> list[Partition]:
         if key in self.store.logs:  # left over: a transient log from before, say
             self.store.delete_log(key)
@@ -253,6 +260,8 @@ class StoreQueueStorage:
             durable=durable,
             partitions=partitions,
             index_interval_bytes=RANDOM_READS_INDEX_INTERVAL_BYTES if random_reads else None,
+            tag_index=tag_index,
+            keep_acked=keep_acked,
         ).partitions
 
     def delete_log(self, key: str) -> None:

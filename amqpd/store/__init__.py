@@ -10,7 +10,7 @@ from amqpd.store.definitions import DefinitionsJournal
 from amqpd.store.filesystem import FileSystem, OsFileSystem
 from amqpd.store.log import Log
 from amqpd.store.metrics import LogRecovery, Quarantined, RecoveryReport, StoreMetrics
-from amqpd.store.partition import Partition, Record
+from amqpd.store.partition import Partition, Record, SegmentSpan
 from amqpd.store.settings import FsyncPolicy, StoreSettings
 from amqpd.store.store import (
     Store,
@@ -31,6 +31,7 @@ __all__ = [
     "Quarantined",
     "Record",
     "RecoveryReport",
+    "SegmentSpan",
     "Store",
     "StoreBroken",
     "StoreMetrics",

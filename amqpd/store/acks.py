@@ -29,6 +29,7 @@ ACK_RANGES: Final = 1
 DELIVERED: Final = 2
 SNAPSHOT: Final = 3
 COUNTERS: Final = 4
+DROPPED: Final = 5  # keep_acked logs: the segments below an offset were dropped
 COUNTERS_PER_RECORD: Final = 4096
 
 _LITTLE_ENDIAN: Final = sys.byteorder == "little"
@@ -364,6 +365,10 @@ def encode_delivered(delivered_below: int) -> bytes:
     return U64.pack(delivered_below)
 
 
+def encode_dropped(dropped_below: int) -> bytes:
+    return U64.pack(dropped_below)
+
+
 def encode_counters(counters: Iterable[tuple[int, int]]) -> list[bytes]:
     """(offset, value) pairs, in order of offset, as the payloads of COUNTERS records (at
     most COUNTERS_PER_RECORD pairs each)."""
@@ -395,6 +400,7 @@ class AckReplay:
         self.counters: dict[int, int] = {}
         self.delivered_below = 0
         self.highest_offset = 0  # one past the highest offset any record mentions
+        self.dropped_below = 0  # segments wholly below were dropped (drop_before)
 
     def apply(self, kind: int, payload: bytes) -> None:
         """Apply one record; FormatError if its payload does not fit its kind."""
@@ -420,5 +426,12 @@ class AckReplay:
             self.highest_offset = max(self.highest_offset, acked_below, *(end for _, end in ranges))
         elif kind == COUNTERS:
             self.counters.update(decode_counters(payload))
+        elif kind == DROPPED:
+            if len(payload) != U64.size:
+                raise FormatError(f"DROPPED payload of {len(payload)} bytes")
+            (dropped,) = U64.unpack(payload)
+            # a SNAPSHOT does not reset it: compaction writes it again after the snapshot
+            self.dropped_below = max(self.dropped_below, dropped)
+            self.highest_offset = max(self.highest_offset, dropped)
         else:
             raise FormatError(f"unknown ack journal record kind {kind}")

@@ -3,7 +3,8 @@
 The directory name is derived from the log name (sha256 hex prefix), so any name works: a
 queue "vhost/queue name" with spaces, slashes or any Unicode. The real name, durability and
 partition count are in `meta` (one META record, written to meta.tmp and renamed), so
-recovery can hand logs back by name. One partition is a strict FIFO; N partitions are
+recovery can hand logs back by name; so are the options a recovered log must keep
+(tag_index, keep_acked). One partition is a strict FIFO; N partitions are
 ordered per key (the caller picks the partition).
 
 Imports the standard library and store.* below it only.
@@ -55,6 +56,10 @@ class LogMeta:
     # The log's own sparse-index interval (None: the store's): a log read at random
     # offsets wants a dense index, so that a read scans few records.
     index_interval_bytes: int | None = None
+    # Segments keep the set of tags their records carry (tags.py): False if absent.
+    tag_index: bool = False
+    # Fully acked segments stay until drop_before removes them (replay): False if absent.
+    keep_acked: bool = False
 
     def encode(self) -> bytes:
         fields: dict[str, object] = {
@@ -64,6 +69,11 @@ class LogMeta:
         }
         if self.index_interval_bytes is not None:
             fields["index_interval_bytes"] = self.index_interval_bytes
+        # written only when set, so that other logs' meta files stay byte for byte the same
+        if self.tag_index:
+            fields["tag_index"] = True
+        if self.keep_acked:
+            fields["keep_acked"] = True
         payload = json.dumps(fields, ensure_ascii=False, sort_keys=True).encode(
             "utf-8", "surrogatepass"
         )
@@ -80,6 +90,8 @@ class LogMeta:
             fields = json.loads(payload.decode("utf-8", "surrogatepass"))
             name, durable, partitions = fields["name"], fields["durable"], fields["partitions"]
             interval = fields.get("index_interval_bytes")
+            tag_index = fields.get("tag_index", False)
+            keep_acked = fields.get("keep_acked", False)
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise FormatError(f"meta record: {error}") from None
         if (
@@ -88,21 +100,32 @@ class LogMeta:
             or not isinstance(partitions, int)
             or not 1 <= partitions <= PARTITIONS_MAX
             or not (interval is None or (type(interval) is int and interval >= INDEX_INTERVAL_MIN))
+            or not isinstance(tag_index, bool)
+            or not isinstance(keep_acked, bool)
         ):
             raise FormatError(f"meta record has bad fields: {fields!r}")
-        return cls(name, durable, partitions, interval)
+        return cls(name, durable, partitions, interval, tag_index, keep_acked)
 
 
 class Log:
     """A named log of one or more partitions."""
 
     def __init__(
-        self, name: str, durable: bool, directory: Path, index_interval_bytes: int | None = None
+        self,
+        name: str,
+        durable: bool,
+        directory: Path,
+        index_interval_bytes: int | None = None,
+        *,
+        tag_index: bool = False,
+        keep_acked: bool = False,
     ) -> None:
         self.name = name
         self.durable = durable
         self.directory = directory
         self.index_interval_bytes = index_interval_bytes
+        self.tag_index = tag_index
+        self.keep_acked = keep_acked
         self.partitions: list[Partition] = []
 
     def __repr__(self) -> str:

@@ -30,6 +30,7 @@ Imports the standard library and store.* below it only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 from bisect import bisect_left, bisect_right
@@ -42,12 +43,14 @@ from amqpd.store.acks import (
     ACK_RANGES,
     COUNTERS,
     DELIVERED,
+    DROPPED,
     SNAPSHOT,
     AckReplay,
     AckSet,
     PendingAcks,
     encode_counters,
     encode_delivered,
+    encode_dropped,
     encode_ranges,
     encode_snapshot,
 )
@@ -77,6 +80,14 @@ from amqpd.store.scan import (
     resync,
 )
 from amqpd.store.segment import Damage, Segment, parse_segment_name, scan, segment_name
+from amqpd.store.tags import (
+    TAG_BYTES_MAX,
+    TAGS_PER_SEGMENT_MAX,
+    decode_tags,
+    encode_tags,
+    parse_tags_name,
+    tags_name,
+)
 
 if TYPE_CHECKING:
     from amqpd.store.log import Log
@@ -101,6 +112,17 @@ class Record(NamedTuple):
     payload: bytes
 
 
+class SegmentSpan(NamedTuple):
+    """What retention decides on: one segment's offsets [base_offset, end_offset), the
+    highest timestamp among its records (0 if none) and its size in bytes (header and
+    records, written or not)."""
+
+    base_offset: int
+    end_offset: int  # the next segment's base_offset; next_offset for the newest
+    timestamp_max_ms: int
+    size_bytes: int
+
+
 class Partition:
     __slots__ = (
         "_acks",
@@ -115,18 +137,25 @@ class Partition:
         "_cursor_position",
         "_cursor_segment",
         "_dirty",
+        "_dropped_below",
         "_fs",
         "_head",
         "_interval",
         "_journal",
         "_journaled_delivered",
+        "_journaled_dropped",
+        "_keep_acked",
         "_ordered",
         "_pending_acks",
         "_pending_counters",
         "_read_bytes_max",
+        "_replay_cursor",
         "_segment_bytes_max",
         "_segments",
         "_store",
+        "_tag_index",
+        "_tags_owed",
+        "_timestamps_running",
         "compacting",
         "deleted",
         "delivered_below",
@@ -177,6 +206,17 @@ class Partition:
         self._cursor_after = -1  # the offset of the record just before the cursor position
         self._cursor_low = -1  # a read from any offset in [low, high] may use the cursor
         self._cursor_high = -1
+        self._tag_index = log.tag_index
+        self._keep_acked = log.keep_acked
+        self._tags_owed: list[Segment] = []  # sealed segments whose tag file is not written
+        # offsets below were dropped (drop_before); their segments go once that is safe
+        self._dropped_below = 0
+        self._journaled_dropped = 0
+        # per sealed segment, the highest timestamp in it and every segment before it
+        # (non-decreasing, so bisectable); None: segments changed, rebuilt when needed
+        self._timestamps_running: list[int] | None = None
+        # read(include_acked=True): (segment, byte position, the offset before it)
+        self._replay_cursor: tuple[Segment, int, int] | None = None
         self.compacting = False
         self.deleted = False
 
@@ -187,8 +227,9 @@ class Partition:
 
     @property
     def first_offset(self) -> int:
-        """The lowest offset still stored (segments below it were deleted)."""
-        return self._segments[0].base_offset
+        """The lowest offset still stored (segments below it were deleted or dropped)."""
+        base = self._segments[0].base_offset
+        return base if base >= self._dropped_below else self._dropped_below
 
     @property
     def acked_below(self) -> int:
@@ -217,9 +258,20 @@ class Partition:
     # -- appending ----------------------------------------------------------------------------
 
     def append(
-        self, kind: int, timestamp_ms: int, payload: bytes, offset: int | None = None
+        self,
+        kind: int,
+        timestamp_ms: int,
+        payload: bytes,
+        offset: int | None = None,
+        tag: bytes | None = None,
     ) -> int:
-        """Buffer one record; returns its offset. No I/O: write_pending writes it."""
+        """Buffer one record; returns its offset. No I/O: write_pending writes it.
+
+        `tag` (pass it by keyword): on a tag_index log, what next_tagged_offset filters on
+        (None: untagged); ignored otherwise (TaggedPartition keeps it, so that this path
+        costs nothing more). Not keyword-only: on CPython 3.11 a keyword-only parameter
+        costs every call some 3% of an append.
+        """
         if offset is None:
             offset = self.next_offset
         try:
@@ -258,6 +310,11 @@ class Partition:
 
     def _roll(self, base_offset: int) -> Segment:
         segment = Segment(self.directory / segment_name(base_offset), base_offset)
+        if self._tag_index:
+            sealed = self._head
+            segment.tags = set()
+            if self.durable and sealed.tags is not None:
+                self._tags_owed.append(sealed)
         self._add_segment(segment)
         self._store.metrics.segments += 1
         return segment
@@ -266,6 +323,7 @@ class Partition:
         self._segments.append(segment)
         self._bases.append(segment.base_offset)
         self._head = segment
+        self._timestamps_running = None
 
     def _make_dirty(self) -> None:
         self._dirty = True
@@ -346,14 +404,23 @@ class Partition:
     # -- reading ------------------------------------------------------------------------------
 
     def read(
-        self, offset: int, max_records: int = 256, max_bytes: int | None = None
+        self,
+        offset: int,
+        max_records: int = 256,
+        max_bytes: int | None = None,
+        *,
+        include_acked: bool = False,
     ) -> list[Record]:
         """Live records with offset >= `offset`, in order, written or not.
 
         At most max_records, and about max_bytes of payload (default read_bytes_max): the
         record that reaches it is included, so at least one record is returned if one exists.
+        include_acked: acked records still stored are returned too (a keep_acked log's
+        replay; records dropped by drop_before are not).
         """
         budget = self._read_bytes_max if max_bytes is None else max_bytes
+        if include_acked:
+            return self._read_stored(offset, max_records, budget)
         acks = self._acks
         next_offset = self.next_offset
         start = acks.next_unacked(max(offset, 0))
@@ -436,6 +503,59 @@ class Partition:
         self._cursor_after = after
         self._cursor_low = min(low, after + 1)
         self._cursor_high = after + 1
+
+    def _read_stored(self, offset: int, max_records: int, budget: int) -> list[Record]:
+        """read(include_acked=True): every stored record from `offset` on, acked or not.
+
+        Its own cursor serves consecutive reads (each from the offset after the last record
+        returned) without a seek; the live-record cursor is left alone."""
+        start = max(offset, self.first_offset)
+        if start >= self.next_offset or max_records <= 0:
+            return []
+        segments = self._segments
+        cursor = self._replay_cursor
+        if (
+            cursor is not None
+            and cursor[2] + 1 == start
+            and not cursor[0].deleted
+            and cursor[1] <= cursor[0].size
+        ):
+            segment, position, after = cursor
+            index = segments.index(segment)
+        else:
+            index = max(bisect_right(self._bases, start) - 1, 0)
+            segment = segments[index]
+            position, after = segment.position_for(start)
+        average = (segment.size - FILE_HEADER_BYTES) // max(segment.count, 1)
+        want = min(
+            self._read_bytes_max,
+            max(READ_CHUNK_BYTES_MIN, min(budget, average * max_records) + RECORD_HEADER_BYTES),
+        )
+        records: list[Record] = []
+        total = 0
+        new_record = tuple.__new__
+        while True:
+            for _, kind, record_offset, timestamp_ms, payload, stop in self._records(
+                segment, position, after, want
+            ):
+                position = stop
+                after = record_offset
+                if record_offset < start:
+                    continue
+                records.append(
+                    new_record(Record, (record_offset, kind, timestamp_ms, bytes(payload)))
+                )
+                total += len(payload)
+                if len(records) >= max_records or total >= budget:
+                    self._replay_cursor = (segment, position, after)
+                    return records
+            if index + 1 >= len(segments):
+                break
+            index += 1
+            segment = segments[index]
+            position, after = FILE_HEADER_BYTES, segment.base_offset - 1
+        self._replay_cursor = (segment, position, after)
+        return records
 
     def _records(
         self, segment: Segment, position: int, after: int, want: int
@@ -554,9 +674,33 @@ class Partition:
                 Quarantined(self.index, segment.path.name, start, end, (lost[0], lost[1]))
             )
 
+    def _first_kept_index(self) -> int:
+        """The index of the first segment not dropped (drop_before)."""
+        if self._dropped_below <= self._bases[0]:
+            return 0
+        return max(bisect_right(self._bases, self._dropped_below) - 1, 0)
+
     def offset_for_timestamp(self, timestamp_ms: int) -> int:
-        """The first offset whose record has timestamp >= timestamp_ms; next_offset if none."""
-        for segment in self._segments:
+        """The first offset whose record has timestamp >= timestamp_ms; next_offset if none.
+
+        Bisects the segments by the running maximum of their timestamps, then the segment's
+        sparse index, then scans one index block: no more I/O than one read. Timestamps
+        need not be ordered (a clock stepped back): the answer is still the first record
+        in offset order whose timestamp is >= timestamp_ms.
+        """
+        segments = self._segments
+        running = self._timestamps_running
+        if running is None:
+            running = []
+            highest = 0
+            for segment in segments[:-1]:
+                if segment.count and segment.timestamp_max > highest:
+                    highest = segment.timestamp_max
+                running.append(highest)
+            self._timestamps_running = running
+        # no segment before `first` holds a record stamped >= timestamp_ms
+        first = bisect_left(running, timestamp_ms, self._first_kept_index())
+        for segment in segments[first:]:
             if not segment.count or segment.timestamp_max < timestamp_ms:
                 continue
             located = segment.position_for_timestamp(timestamp_ms)
@@ -569,6 +713,59 @@ class Partition:
                 if record_timestamp_ms >= timestamp_ms:
                     return offset
         return self.next_offset
+
+    def next_tagged_offset(self, offset: int, tags: frozenset[bytes], untagged: bool) -> int:
+        """The first offset >= `offset` in a segment that may hold a record tagged with one of
+        `tags` (or an untagged record, if `untagged`); next_offset if none (`offset` if it is
+        past next_offset). Reads no file: a segment whose tag set is unknown (recovered
+        without a valid tag file, the newest at recovery, a log without tag_index, a set
+        grown past its bounds) counts as holding anything."""
+        next_offset = self.next_offset
+        if offset >= next_offset:
+            return offset
+        segments = self._segments
+        index = max(bisect_right(self._bases, offset) - 1, self._first_kept_index())
+        for segment in segments[index:]:
+            if segment.may_hold(tags, untagged):
+                return max(offset, segment.base_offset, self._dropped_below)
+        return next_offset
+
+    def segment_spans(self) -> list[SegmentSpan]:
+        """The segments still stored (not dropped), oldest first: what retention weighs."""
+        segments = self._segments
+        last = len(segments) - 1
+        return [
+            SegmentSpan(
+                segment.base_offset,
+                segments[index + 1].base_offset if index < last else self.next_offset,
+                segment.timestamp_max if segment.count else 0,
+                segment.size,
+            )
+            for index, segment in enumerate(segments)
+            if index >= self._first_kept_index()
+        ]
+
+    def drop_before(self, offset: int) -> int:
+        """Drop every sealed segment whose records all lie below `offset` (never the newest).
+
+        Their offsets count as acked at once (reads, live_count, first_offset,
+        segment_spans see them gone); the files go once the acks are in the ack journal
+        (and, on a keep_acked log, a DROPPED record, so that a restart removes any file
+        still there). Returns how many live (unacked) records were dropped: live_count
+        fell by that much."""
+        segments = self._segments
+        index = self._first_kept_index()
+        while index < len(segments) - 1 and segments[index + 1].base_offset <= offset:
+            index += 1
+        start = self.first_offset
+        below = segments[index].base_offset
+        if below <= start:
+            return 0
+        acked = self._acks.count
+        self.ack_range(start, below)
+        self._dropped_below = below
+        self._note_acked(start, below - 1)  # the segments are checked for deletion
+        return self._acks.count - acked
 
     # -- writing (Store.write_pending) --------------------------------------------------------
 
@@ -584,6 +781,9 @@ class Partition:
         first = len(segments)
         while first and segments[first - 1].pending:
             first -= 1
+        if self._tags_owed:
+            # before the next segment's first bytes, so that one sync batch covers both
+            self._write_tag_files()
         written = self.next_offset
         for index in range(first, len(segments)):
             segment = segments[index]
@@ -601,6 +801,8 @@ class Partition:
                 error = failure
                 lost = self._drop_from(index, failure)
                 break
+        if self._tags_owed:  # a sealed segment written just now
+            self._write_tag_files()
         if self.written_offset != written:
             self.written_offset = written
             self._store._partition_written(self)
@@ -620,6 +822,42 @@ class Partition:
         if self._check_high >= 0:
             self._delete_acked_segments()
         return lost, error
+
+    def _write_tag_files(self) -> None:
+        """Write the tag file of each sealed segment now wholly written (tags.py)."""
+        waiting = []
+        for segment in self._tags_owed:
+            if segment.deleted or segment is self._head or segment.tags is None:
+                continue  # gone, or the newest again after a failed write (owed at its roll)
+            if segment.pending:
+                waiting.append(segment)
+            else:
+                self._write_tag_file(segment, segment.tags)
+        self._tags_owed = waiting
+
+    def _write_tag_file(self, segment: Segment, tags: set[bytes]) -> None:
+        fs = self._fs
+        store = self._store
+        path = self.directory / tags_name(segment.base_offset)
+        data = encode_tags(segment.base_offset, segment.last_offset, tags, segment.untagged)
+        try:
+            fd = fs.open_new(path)
+        except OSError as error:
+            log.warning(
+                "could not create %s (the segment's tags count as unknown): %s", path, error
+            )
+            return
+        handle = FileHandle(path, fd, durable=True)
+        store.entries_changed(self.directory, durable=True)
+        try:
+            fs.write(fd, data)
+        except OSError as error:
+            # a torn tag file never validates: the segment's tags count as unknown
+            log.warning("could not write %s (its segment's tags are unknown): %s", path, error)
+            store.release(handle)
+            return
+        handle.close_when_released = True  # closed once a sync batch has fsynced it
+        store.written(handle)
 
     def _sealed_durable(self, segment: Segment) -> bool:
         return not segment.pending and segment.written_last_offset < self.durable_offset
@@ -661,6 +899,7 @@ class Partition:
         del self._segments[index + 1 :]
         del self._bases[index + 1 :]
         self._head = segment
+        self._timestamps_running = None
         lost = (first_lost, self.next_offset)
         self._lose(*lost)
         store.metrics.write_errors += 1
@@ -676,6 +915,15 @@ class Partition:
         return lost
 
     def _write_journal(self, journal: JournalFile) -> None:
+        dropped = self._dropped_below
+        if (
+            self._keep_acked
+            and dropped > self._journaled_dropped
+            and dropped <= self.durable_offset
+        ):
+            # before the acks of the dropped offsets: replayed alone, it implies them
+            journal.append(DROPPED, encode_dropped(dropped))
+            self._journaled_dropped = dropped
         ready = self._pending_acks.take_below(self.durable_offset)
         for at in range(0, len(ready), JOURNAL_RANGES_PER_RECORD):
             journal.append(ACK_RANGES, encode_ranges(ready[at : at + JOURNAL_RANGES_PER_RECORD]))
@@ -700,6 +948,10 @@ class Partition:
         if journal is not None and (journal.pending or self.compacting):
             return  # acks not yet in the journal must not lose their records first
         limit = self.durable_offset if self.durable else self.written_offset
+        if self._keep_acked:
+            # only what drop_before dropped, once a restart would drop it too
+            kept_from = self._journaled_dropped if self.durable else self._dropped_below
+            limit = min(limit, kept_from)
         acks = self._acks
         low, high = self._check_low, self._check_high
         index = max(bisect_right(self._bases, low) - 1, 0)
@@ -718,13 +970,19 @@ class Partition:
                 self._delete_segment(index)
             else:
                 index += 1
-        if not self._pending_acks:
+        if not self._pending_acks and not self._dropped_segments_left():
             self._check_low, self._check_high = OFFSET_LIMIT, -1
+
+    def _dropped_segments_left(self) -> bool:
+        """A sealed segment that drop_before dropped is still there (to delete once safe)."""
+        segments = self._segments
+        return len(segments) > 1 and segments[1].base_offset <= self._dropped_below
 
     def _delete_segment(self, index: int) -> None:
         store = self._store
         segment = self._segments.pop(index)
         del self._bases[index]
+        self._timestamps_running = None
         segment.deleted = True
         if segment.handle is not None:
             store.release(segment.handle)
@@ -735,6 +993,15 @@ class Partition:
             pass
         except OSError as error:
             log.warning("could not remove acked segment %s: %s", segment.path, error)
+        if self._tag_index and self.durable:
+            # after the segment: a tag file left alone is removed at recovery, a segment
+            # left without one merely has unknown tags
+            try:
+                self._fs.remove(self.directory / tags_name(segment.base_offset))
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                log.warning("could not remove the tag file of %s: %s", segment.path, error)
         store.entries_changed(self.directory, durable=self.durable)
         store.metrics.segments -= 1
         store.metrics.stored_bytes -= segment.written_size
@@ -762,6 +1029,10 @@ class Partition:
             sequence = journal.next_sequence
             journal.next_sequence += 1
             data += encode_record(COUNTERS, sequence, 0, payload)
+        if self._journaled_dropped:
+            sequence = journal.next_sequence
+            journal.next_sequence += 1
+            data += encode_record(DROPPED, sequence, 0, encode_dropped(self._journaled_dropped))
         self._journaled_delivered = max(self._journaled_delivered, delivered)
         self.compacting = True
         return journal.path.with_name(journal.path.name + TMP_SUFFIX), journal.path, data
@@ -782,6 +1053,7 @@ class Partition:
             or (self._pending_acks and self._pending_acks.lowest() < self.durable_offset)
             or self.delivered_below > self._journaled_delivered
             or self._pending_counters
+            or self._dropped_segments_left()
         ):
             self._make_dirty()
 
@@ -802,7 +1074,10 @@ class Partition:
     @classmethod
     def create(cls, log: Log, index: int, directory: Path, store: Store) -> Partition:
         partition = cls(log, index, directory, store)
-        partition._add_segment(Segment(directory / segment_name(0), 0))
+        segment = Segment(directory / segment_name(0), 0)
+        if log.tag_index:
+            segment.tags = set()
+        partition._add_segment(segment)
         store.metrics.segments += 1
         return partition
 
@@ -849,15 +1124,21 @@ class Partition:
             report.truncated_bytes += found.truncated_bytes
             store.metrics.quarantined_bytes += found.damaged_bytes
         bases = []
+        tag_files: dict[int, str] = {}
         for name in fs.listdir(self.directory):
             base = parse_segment_name(name)
             if base is not None:
                 bases.append(base)
             elif name.endswith(TMP_SUFFIX):
                 fs.remove(self.directory / name)  # an unfinished compaction
+            elif (tagged := parse_tags_name(name)) is not None:
+                tag_files[tagged] = name
             elif name != ACK_JOURNAL_NAME:
                 log.warning("%s: ignoring unexpected file %s", label, name)
         bases.sort()
+        dropped = replay.dropped_below
+        if dropped:
+            bases = self._remove_dropped(bases, dropped)
         previous = bases[0] - 1 if bases else -1  # the last valid offset so far
         gaps: list[tuple[int, int]] = []
         discarded: list[tuple[int, int]] = []
@@ -890,8 +1171,10 @@ class Partition:
                 fs.truncate(fd, head.written_size)
             finally:
                 fs.close(fd)
+        self._recover_tags(tag_files, label)
         acks = replay.acks
-        acks.add_range(0, self._segments[0].base_offset)
+        acks.add_range(0, max(self._segments[0].base_offset, dropped))
+        self._dropped_below = self._journaled_dropped = dropped
         for start, end in gaps:
             acks.add_range(start, end)
         acks.add_range(previous + 1, next_offset)
@@ -914,6 +1197,69 @@ class Partition:
         report.live += self.live_count
         if len(self._segments) > 1 or self._pending_acks:
             self._make_dirty()
+
+    def _remove_dropped(self, bases: list[int], dropped: int) -> list[int]:
+        """Remove the segments a DROPPED record covers that are still there (the crash came
+        before their deletion); never the newest. Returns the bases left."""
+        keep = 0
+        while keep < len(bases) - 1 and bases[keep + 1] <= dropped:
+            keep += 1
+        for base in bases[:keep]:
+            for name in (segment_name(base), tags_name(base)):
+                with contextlib.suppress(FileNotFoundError):
+                    self._fs.remove(self.directory / name)
+        if keep:
+            self._store.entries_changed(self.directory, durable=self.durable)
+        return bases[keep:]
+
+    def _recover_tags(self, tag_files: dict[int, str], label: str) -> None:
+        """Give each sealed segment of a tag_index log the set its tag file holds, if the
+        file is valid and covers the segment; remove the tag files of the newest segment
+        (appended to again: its set is unknown) and of segments that are gone."""
+        if self._tag_index:
+            for segment in self._segments:
+                segment.tags = None  # unknown unless a valid tag file says otherwise
+        if not tag_files:
+            return
+        fs = self._fs
+        sealed = {segment.base_offset: segment for segment in self._segments[:-1]}
+        removed = False
+        for base, name in tag_files.items():
+            path = self.directory / name
+            owner = sealed.get(base)
+            if owner is not None and self._tag_index:
+                try:
+                    fd = fs.open_read(path)
+                    try:
+                        data = fs.pread(fd, fs.file_size(fd), 0)
+                    finally:
+                        fs.close(fd)
+                    found_base, last_offset, tags, untagged = decode_tags(data)
+                    if found_base != base:
+                        raise FormatError(f"names segment {found_base}")
+                    if last_offset < owner.last_offset:
+                        raise FormatError(
+                            f"covers offsets up to {last_offset}, the segment's last is"
+                            f" {owner.last_offset}"
+                        )
+                except (OSError, FormatError) as error:
+                    log.warning(
+                        "%s: tag file %s is not usable (%s); its segment may hold any tag",
+                        label,
+                        name,
+                        error,
+                    )
+                else:
+                    owner.tags = tags
+                    owner.untagged = untagged
+                    continue
+            try:
+                fs.remove(path)
+                removed = True
+            except OSError as error:
+                log.warning("%s: could not remove tag file %s: %s", label, name, error)
+        if removed:
+            self._store.entries_changed(self.directory, durable=self.durable)
 
     def _recover_segment(
         self,
@@ -1111,3 +1457,37 @@ class Partition:
                 live += 1
             offset = batch[-1].offset + 1
         assert live == self.live_count, (live, self.live_count)
+
+
+class TaggedPartition(Partition):
+    """A tag_index log's partition: append keeps each record's tag in its segment's set.
+
+    A subclass, so that logs without tag_index pay nothing on the append path."""
+
+    __slots__ = ()
+
+    def append(
+        self,
+        kind: int,
+        timestamp_ms: int,
+        payload: bytes,
+        offset: int | None = None,
+        tag: bytes | None = None,
+    ) -> int:
+        offset = Partition.append(self, kind, timestamp_ms, payload, offset)
+        segment = self._head  # the one that took the record (append rolls before it)
+        known = segment.tags
+        if known is not None:
+            if tag is None:
+                segment.untagged = True
+            elif tag not in known:
+                if len(known) >= TAGS_PER_SEGMENT_MAX or len(tag) > TAG_BYTES_MAX:
+                    segment.tags = None  # bounded: from now on it may hold anything
+                else:
+                    known.add(tag)
+        return offset
+
+
+def partition_class(log: Log) -> type[Partition]:
+    """The Partition class for `log`'s partitions."""
+    return TaggedPartition if log.tag_index else Partition

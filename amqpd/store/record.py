@@ -10,6 +10,8 @@ Layout under the store root::
     logs/<dir>/meta                  one META record (JSON: name, durable, partitions);
                                      written to meta.tmp then renamed (atomic)
     logs/<dir>/p<N>/<base>.seg       segments of partition N; <base> = f"{base_offset:020d}"
+    logs/<dir>/p<N>/<base>.tags      the tag set of sealed segment <base> (tag_index logs;
+                                     format in tags.py, magic b"AMQT")
     logs/<dir>/p<N>/acks.journal     the partition's ack journal
     transient/...                    the same for durable=False logs; wiped at every open
     definitions/definitions.journal  the definitions journal
@@ -26,9 +28,10 @@ File header (16 bytes)::
 
     magic[4] | format_version u16 (= 1) | flags u16 (= 0) | base_offset u64
 
-    magic: b"AMQS" segment, b"AMQA" ack journal, b"AMQD" definitions journal, b"AMQM" meta.
-    base_offset: a segment's first offset (every record in it has offset >= base_offset);
-    0 in the other files.
+    magic: b"AMQS" segment, b"AMQA" ack journal, b"AMQD" definitions journal, b"AMQM" meta,
+    b"AMQT" tag file.
+    base_offset: a segment's first offset (every record in it has offset >= base_offset),
+    the segment's in its tag file; 0 in the other files.
 
 Record (25-byte header, then the payload)::
 
@@ -47,12 +50,19 @@ Record kinds are the caller's in segments. The store's own files use these kinds
                                         for each offset (a later record wins; a
                                         SNAPSHOT clears them, the COUNTERS after it
                                         restore the live ones)
+                 5 DROPPED     payload: dropped_below u64   (keep_acked logs) every
+                                        segment wholly below it was dropped: its
+                                        offsets are acked and recovery removes any
+                                        such segment still there (a later record
+                                        wins; compaction writes it after the SNAPSHOT)
     definitions  1 PUT         payload: key_length u32 | key | value
                  2 DELETE      payload: key
     meta         1 META        payload: UTF-8 JSON {"name", "durable", "partitions"} and,
                                         optionally, "index_interval_bytes" (the log's
                                         own sparse-index interval; readers that do not
-                                        know it use theirs, which reads the same data)
+                                        know it use theirs, which reads the same data),
+                                        "tag_index": true and "keep_acked": true
+                                        (absent: false)
 
 In the store's own files, a record's offset is a sequence number (the definitions ticket in
 the definitions journal) and timestamp_ms is 0.

@@ -5,7 +5,8 @@ A segment is `<base_offset:020d>.seg` (see record.py for the byte format): a 16-
 every offset >= base_offset and below the next segment's base. Only the newest segment of a
 partition is appended to; the others are sealed.
 
-In memory a segment keeps no Python object per record: counts, the newest offset, the bytes
+In memory a segment keeps no Python object per record (a tag_index log's segments keep the
+set of tags their records carry, bounded: see tags.py): counts, the newest offset, the bytes
 appended but not yet written (`pending`, one bytes object per record, dropped once written),
 and a sparse index of one entry per `index_interval_bytes` of file: the entry's offset and
 byte position (array('Q') columns), plus the running maximum timestamp up to the end of that
@@ -67,7 +68,9 @@ class Segment:
         "pending",
         "pending_ends",
         "size",
+        "tags",
         "timestamp_max",
+        "untagged",
         "written_count",
         "written_last_offset",
         "written_size",
@@ -92,6 +95,10 @@ class Segment:
         self.timestamp_max = 0
         self.damage: dict[int, int] = {}  # damaged byte ranges found: start -> resync position
         self.deleted = False
+        # tag_index logs: the tags its records carry (None: unknown, may hold anything) and
+        # whether some record is untagged (see tags.py)
+        self.tags: set[bytes] | None = None
+        self.untagged = False
 
     @property
     def name(self) -> str:
@@ -146,6 +153,11 @@ class Segment:
             self.next_index_position = FILE_HEADER_BYTES
             self.timestamp_max = 0
         return dropped
+
+    def may_hold(self, tags: frozenset[bytes], untagged: bool) -> bool:
+        """Whether some record may carry one of `tags` (or none, if `untagged`)."""
+        known = self.tags
+        return known is None or (untagged and self.untagged) or not known.isdisjoint(tags)
 
     def memory_bytes(self) -> int:
         return sum(

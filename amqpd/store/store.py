@@ -52,7 +52,7 @@ from amqpd.store.log import (
     partition_directory,
 )
 from amqpd.store.metrics import LogRecovery, RecoveryReport, StoreMetrics
-from amqpd.store.partition import Partition
+from amqpd.store.partition import Partition, partition_class
 from amqpd.store.record import FormatError
 from amqpd.store.settings import StoreSettings
 
@@ -186,14 +186,20 @@ class Store:
             if meta is None:
                 continue
             report = reports[meta.name] = LogRecovery()
-            durable_log = Log(meta.name, True, directory, meta.index_interval_bytes)
+            durable_log = Log(
+                meta.name,
+                True,
+                directory,
+                meta.index_interval_bytes,
+                tag_index=meta.tag_index,
+                keep_acked=meta.keep_acked,
+            )
+            kind = partition_class(durable_log)
             for index in range(meta.partitions):
                 partition_dir = partition_directory(directory, index)
                 fs.makedirs(partition_dir)
                 durable_log.partitions.append(
-                    Partition.recover(
-                        durable_log, index, partition_dir, store, discard_kinds, report
-                    )
+                    kind.recover(durable_log, index, partition_dir, store, discard_kinds, report)
                 )
             store.logs[meta.name] = durable_log
             store._directories[directory] = durable_log
@@ -272,11 +278,16 @@ class Store:
         durable: bool,
         partitions: int = 1,
         index_interval_bytes: int | None = None,
+        tag_index: bool = False,
+        keep_acked: bool = False,
     ) -> Log:
         """A new, empty log. ValueError if the name exists.
 
         `index_interval_bytes`: the log's own sparse-index interval (for logs read at
-        random offsets, a small one); the store's setting when None."""
+        random offsets, a small one); the store's setting when None. `tag_index`: segments
+        keep the set of tags appended with their records (Partition.next_tagged_offset).
+        `keep_acked`: fully acked segments are kept (read(include_acked=True) replays
+        them) until Partition.drop_before removes them. Both are kept in the meta file."""
         if name in self.logs:
             raise ValueError(f"log {name!r} exists")
         if not 1 <= partitions <= PARTITIONS_MAX:
@@ -294,7 +305,7 @@ class Store:
         for index in range(partitions):
             fs.makedirs(partition_directory(directory, index))
         meta_path = directory / META_NAME
-        meta = LogMeta(name, durable, partitions, index_interval_bytes)
+        meta = LogMeta(name, durable, partitions, index_interval_bytes, tag_index, keep_acked)
         write_atomic(fs, meta_path, meta.encode(), fsync=False)
         if durable:
             handle = FileHandle(meta_path, fs.open_read(meta_path), durable=True)
@@ -302,10 +313,18 @@ class Store:
             self.written(handle)
         self.entries_changed(parent, durable=durable)
         self.entries_changed(directory, durable=durable)
-        new_log = Log(name, durable, directory, index_interval_bytes)
+        new_log = Log(
+            name,
+            durable,
+            directory,
+            index_interval_bytes,
+            tag_index=tag_index,
+            keep_acked=keep_acked,
+        )
+        kind = partition_class(new_log)
         for index in range(partitions):
             new_log.partitions.append(
-                Partition.create(new_log, index, partition_directory(directory, index), self)
+                kind.create(new_log, index, partition_directory(directory, index), self)
             )
         self.logs[name] = new_log
         self._directories[directory] = new_log
