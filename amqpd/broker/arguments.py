@@ -3,10 +3,10 @@
 RabbitMQ validates the arguments it knows (type and range), compares only those when a
 queue or exchange is declared again, and keeps unknown ones without interpreting them.
 amqpd does the same, with one addition: a known argument whose behaviour amqpd does not
-implement yet (today: a queue type other than classic, the stream consumer arguments) is
-refused with 540 NOT_IMPLEMENTED rather than accepted and ignored.
+implement yet (today: quorum queues) is refused with 540 NOT_IMPLEMENTED rather than
+accepted and ignored.
 
-Synchronous and pure; imports amqpd.codec and amqpd.errors only.
+Synchronous and pure; imports amqpd.codec, amqpd.errors and broker.queue_settings only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
+from amqpd.broker.queue_settings import parse_age_ms
 from amqpd.codec.fields import FieldTable, FieldValue, type_name, values_equal
 from amqpd.errors import FeatureNotImplemented, PreconditionFailed
 
@@ -95,6 +96,15 @@ def _retry_backoff_max(value: FieldValue, arguments: FieldTable) -> str | None:
     return reason
 
 
+def _max_age(value: FieldValue, _: FieldTable) -> str | None:
+    if not isinstance(value, str):
+        return f"{{unacceptable_type,{type_name(value)}}}"
+    if parse_age_ms(value) is None:
+        # RabbitMQ 3.10 fails with 541 INTERNAL_ERROR here; amqpd says what is wrong.
+        return f"\"'{value}' is not a number followed by one of Y, M, D, h, m, s\""
+    return None
+
+
 def _dead_letter_routing_key(value: FieldValue, arguments: FieldTable) -> str | None:
     if not isinstance(value, str):
         return f"{{unacceptable_type,{type_name(value)}}}"
@@ -125,7 +135,7 @@ QUEUE_ARGUMENTS: Final[dict[str, Check]] = {
         ("classic", "quorum", "stream"), "\"unsupported queue type '{value}'\""
     ),
     "x-quorum-initial-group-size": _positive_integer,
-    "x-max-age": _typed(str),
+    "x-max-age": _max_age,
     "x-stream-max-segment-size-bytes": _non_negative_integer,
     "x-initial-cluster-size": _positive_integer,
     "x-queue-leader-locator": _one_of(("client-local", "balanced"), "invalid_queue_locator_arg"),
@@ -135,6 +145,8 @@ QUEUE_ARGUMENTS: Final[dict[str, Check]] = {
     # Quorum queues only in RabbitMQ 3.10; amqpd takes it on every queue.
     "x-delivery-limit": _non_negative_integer,
     "x-consumer-timeout": _positive_integer,  # RabbitMQ 3.12 and later
+    # amqpd's own: consumed messages are kept this long for replay (x-stream-offset).
+    "x-replay-max-age": _max_age,
     # amqpd's own: a returned message waits before it is ready again (retry with backoff).
     "x-retry-delays": _retry_delays,
     "x-retry-backoff-ms": _retry_backoff,
@@ -156,8 +168,21 @@ NOT_FOR_CLASSIC_QUEUES: Final = frozenset(
     }
 )
 
-# Queue types amqpd serves today; quorum and stream are refused until they exist.
-SUPPORTED_QUEUE_TYPES: Final = frozenset({"classic"})
+# The arguments a stream takes (RabbitMQ 3.10's, plus amqpd's own tag index needs none);
+# any other known queue argument is refused on a stream (406, queue type named).
+STREAM_ARGUMENTS: Final = frozenset(
+    {
+        "x-queue-type",
+        "x-max-length-bytes",
+        "x-max-age",
+        "x-stream-max-segment-size-bytes",
+        "x-initial-cluster-size",
+        "x-queue-leader-locator",
+    }
+)
+
+# Queue types amqpd serves today; quorum is refused until it exists.
+SUPPORTED_QUEUE_TYPES: Final = frozenset({"classic", "stream"})
 
 EXCHANGE_ARGUMENTS: Final[dict[str, Check]] = {"alternate-exchange": _typed(str)}
 
@@ -166,7 +191,7 @@ CONSUMER_ARGUMENTS: Final[dict[str, Check]] = {
     "x-cancel-on-ha-failover": _typed(bool),
     "x-consumer-timeout": _positive_integer,  # RabbitMQ 3.12 and later
 }
-CONSUMER_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset({"x-stream-offset", "x-stream-filter"})
+CONSUMER_ARGUMENTS_NOT_YET_SUPPORTED: Final[frozenset[str]] = frozenset()
 
 
 def _validate(
@@ -192,10 +217,47 @@ def validate_queue_arguments(arguments: FieldTable, name: str, vhost: str) -> No
                     "rabbit_classic_queue"
                 )
     queue_type = arguments.get("x-queue-type", "classic")
+    if queue_type == "stream":
+        for key in arguments:
+            if key in QUEUE_ARGUMENTS and key not in STREAM_ARGUMENTS:
+                raise PreconditionFailed(
+                    f"invalid arg '{key}' for queue '{name}' in vhost '{vhost}' of queue type "
+                    "rabbit_stream_queue"
+                )
     if isinstance(queue_type, str) and queue_type not in SUPPORTED_QUEUE_TYPES:
         raise FeatureNotImplemented(
             f"queue type '{queue_type}' is not supported by this version of amqpd"
         )
+
+
+def check_stream_properties(
+    name: str, vhost: str, durable: bool, exclusive: bool, auto_delete: bool
+) -> None:
+    """A stream is durable, never exclusive or auto-delete (RabbitMQ's 406 texts)."""
+    for flag, wrong in (
+        ("non-durable", not durable),
+        ("exclusive-owner", exclusive),
+        ("auto-delete", auto_delete),
+    ):
+        if wrong:
+            raise PreconditionFailed(
+                f"invalid property '{flag}' for queue '{name}' in vhost '{vhost}'"
+            )
+
+
+def check_replay_properties(name: str, vhost: str, durable: bool, arguments: FieldTable) -> None:
+    """x-replay-max-age keeps the queue's log: a durable, non-exclusive queue of one lane."""
+    where = f"for queue '{name}' in vhost '{vhost}'"
+    if not durable:
+        raise PreconditionFailed(
+            f"invalid arg 'x-replay-max-age' {where}: only a durable, non-exclusive queue "
+            "keeps messages for replay"
+        )
+    for other in ("x-max-priority", "x-partitions"):
+        if other in arguments:
+            raise PreconditionFailed(
+                f"invalid arg 'x-replay-max-age' {where}: it excludes '{other}'"
+            )
 
 
 def validate_exchange_arguments(arguments: FieldTable, name: str, vhost: str) -> None:

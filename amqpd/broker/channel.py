@@ -25,13 +25,14 @@ from amqpd.broker.message import Message
 from amqpd.broker.ports import ChannelSink, MessageLog
 from amqpd.broker.queue import Durability, Queue, QueueEntry
 from amqpd.broker.stats import MessageCounts
+from amqpd.broker.stream import ConsumerGroup, StreamQueue, parse_offset_spec
 from amqpd.broker.vhost import (
     DEFAULT_EXCHANGE,
     VirtualHost,
     default_exchange_refused,
     server_generated_name,
 )
-from amqpd.codec.fields import FieldTable
+from amqpd.codec.fields import FieldTable, FieldValue
 from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_USER_ID
 from amqpd.errors import (
     NO_ROUTE,
@@ -342,6 +343,28 @@ class Channel:
     def purge(self, name: str) -> int:
         return self.queue(name, READ).purge()
 
+    def stream(self, name: str) -> StreamQueue:
+        """A stream queue the user may read (406 if the queue is not a stream)."""
+        queue = self.queue(name, READ)
+        if not isinstance(queue, StreamQueue):
+            raise PreconditionFailed(f"queue '{name}' in vhost '{self.vhost.name}' is not a stream")
+        return queue
+
+    def reset_group(self, queue_name: str, group: str, offset: FieldValue) -> ConsumerGroup:
+        """Move a stream's consumer group to an x-stream-offset value (made if new)."""
+        queue = self.stream(queue_name)
+        now_ms = self.vhost.services.timers.clock_ms()
+        spec = parse_offset_spec(offset, now_ms, queue.name, self.vhost.name)
+        return queue.reset_group(group, spec)
+
+    def delete_group(self, queue_name: str, group: str) -> None:
+        """Forget a consumer group (406 while it has consumers, 404 if there is none)."""
+        queue = self.stream(queue_name)
+        if group not in queue.groups:
+            raise NotFound(f"no consumer group '{group}' on queue '{queue_name}'")
+        if not queue.delete_group(group):
+            raise PreconditionFailed(f"consumer group '{group}' has consumers")
+
     # ------------------------------------------------------------ exchanges
 
     def declare_exchange(
@@ -440,6 +463,7 @@ class Channel:
                 f"queue '{queue.name}' in vhost '{self.vhost.name}' in exclusive use"
             )
         validate_consumer_arguments(arguments, queue.name, self.vhost.name)
+        queue.check_consumer(no_ack, self.consumer_prefetch, self.prefetch_global, arguments)
         if not consumer_tag:
             consumer_tag = server_generated_name("amq.ctag-")
         priority = arguments.get("x-priority", 0)
@@ -553,10 +577,19 @@ class Channel:
             self.tx.settlements.extend((tag, entry, _ACK) for tag, entry in taken)
 
     def nack(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
+        self._check_nack(delivery_tag)
         self._settle(self._take(delivery_tag, multiple), _RETRY if requeue else _DISCARD)
 
     def reject(self, delivery_tag: int, requeue: bool) -> None:
+        self._check_nack(delivery_tag)
         self._settle(self._take(delivery_tag, False), _RETRY if requeue else _DISCARD)
+
+    def _check_nack(self, delivery_tag: int) -> None:
+        """A stream refuses nack and reject of a plain reader's delivery (540, as RabbitMQ
+        3.10), before anything is settled."""
+        entry = self._unacked.get(delivery_tag)
+        if entry is not None and (refusal := entry.queue.nack_refusal(entry)) is not None:
+            raise refusal
 
     def recover(self, requeue: bool) -> None:
         """basic.recover: every unacked delivery goes back to its queue, redelivered."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.message import Message
@@ -58,6 +58,9 @@ class QueueEntry:
     )
 
     delivered_at_ms: int  # set only when delivered to a consumer with a timeout
+    # A delivery read from a log without removing it (a stream's, a replay's): settling it
+    # returns credit and nothing else.
+    replayed: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -51,6 +51,7 @@ from amqpd.broker.stats import MessageCounts
 from amqpd.broker.timers import Timers
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import FLAG_EXPIRATION, FLAG_PRIORITY
+from amqpd.errors import AMQPException, PreconditionFailed
 
 if TYPE_CHECKING:
     from amqpd.broker.consumer import Consumer
@@ -110,6 +111,7 @@ class Queue(Destination):
         "_round_robin",
         "_round_robin_by_priority",
         "_storage",
+        "_store_all",
         "_take",
         "_timer_at_ms",
         "_timers",
@@ -190,6 +192,7 @@ class Queue(Destination):
             self._lane.pop if levels == 1 else self._take_by_priority
         )
         self._ready_count = sum(log.live_count for log in logs) if logs is not None else 0
+        self._store_all = False  # every message to the log, transient ones too (replay)
         self.unacked_count = 0
         self.counts = MessageCounts()
         self.consumers: list[Consumer] = []
@@ -273,7 +276,7 @@ class Queue(Destination):
         log = lane.log
         # Durable only where a durable log backs the queue (a broker without storage, as in
         # unit tests, keeps everything in memory).
-        persistent = self.durable and log is not None and message.persistent
+        persistent = self.durable and log is not None and (message.persistent or self._store_all)
         if (
             not self._ready_count
             and self.consumers
@@ -750,6 +753,25 @@ class Queue(Destination):
             self._storage.delete_log(self.key)
 
     # ------------------------------------------------------------ consumers
+
+    def check_consumer(
+        self, no_ack: bool, prefetch_count: int, prefetch_global: int, arguments: FieldTable
+    ) -> None:
+        """Refuse consumer arguments this kind of queue has no meaning for."""
+        for key in ("x-stream-offset", "x-consumer-group", "x-stream-filter"):
+            if key in arguments:
+                raise PreconditionFailed(
+                    f"invalid arg '{key}' for queue '{self.name}' in vhost '{self.vhost}': "
+                    "only a stream queue takes it"
+                )
+
+    def nack_refusal(self, entry: QueueEntry) -> AMQPException | None:
+        """The error basic.nack and basic.reject of this delivery get, if they are refused."""
+        return None
+
+    def every_consumer(self) -> list[Consumer]:
+        """Its consumers, whatever they read: what the queue's deletion cancels."""
+        return list(self.consumers)
 
     def add_consumer(self, consumer: Consumer) -> None:
         """Add a consumer, after those of higher or equal priority (with a single active

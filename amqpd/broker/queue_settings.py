@@ -8,12 +8,22 @@ Synchronous and pure; imports amqpd.codec only.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 import attrs
 
 from amqpd.codec.fields import FieldTable, FieldValue
 
+_AGE: Final = re.compile(r"([0-9]+)([YMDhms])")
+_AGE_UNIT_MS: Final = {
+    "Y": 365 * 86_400_000,
+    "M": 30 * 86_400_000,
+    "D": 86_400_000,
+    "h": 3_600_000,
+    "m": 60_000,
+    "s": 1000,
+}
 OVERFLOW_DROP_HEAD: Final = "drop-head"
 OVERFLOW_REJECT_PUBLISH: Final = "reject-publish"
 OVERFLOW_REJECT_PUBLISH_DLX: Final = "reject-publish-dlx"
@@ -29,6 +39,19 @@ def _ints(value: FieldValue) -> tuple[int, ...] | None:
     if not isinstance(value, list) or not value:
         return None
     return tuple(item for item in value if isinstance(item, int) and not isinstance(item, bool))
+
+
+def parse_age_ms(value: str) -> int | None:
+    """x-max-age, x-replay-max-age and offset intervals: a number and a unit (Y, M, D, h,
+    m, s); None if the text is not one."""
+    match = _AGE.fullmatch(value)
+    if match is None:
+        return None
+    return int(match.group(1)) * _AGE_UNIT_MS[match.group(2)]
+
+
+def _age_ms(value: FieldValue) -> int | None:
+    return parse_age_ms(value) if isinstance(value, str) else None
 
 
 def _str(value: FieldValue) -> str | None:
@@ -54,6 +77,8 @@ class QueueSettings:
     retry_delays_ms: tuple[int, ...] | None = None
     retry_backoff_ms: int | None = None
     retry_backoff_max_ms: int | None = None
+    # x-replay-max-age: consumed messages are kept this long for replay consumers.
+    replay_max_age_ms: int | None = None
 
     @classmethod
     def from_arguments(cls, arguments: FieldTable) -> QueueSettings:
@@ -74,6 +99,7 @@ class QueueSettings:
             retry_delays_ms=_ints(get("x-retry-delays")),
             retry_backoff_ms=_int(get("x-retry-backoff-ms")),
             retry_backoff_max_ms=_int(get("x-retry-backoff-max-ms")),
+            replay_max_age_ms=_age_ms(get("x-replay-max-age")),
         )
 
     @property

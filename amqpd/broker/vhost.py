@@ -26,6 +26,8 @@ from amqpd.broker.arguments import (
     EXCHANGE_ARGUMENTS,
     QUEUE_ARGUMENTS,
     check_equivalent_arguments,
+    check_replay_properties,
+    check_stream_properties,
     format_flag,
     validate_exchange_arguments,
     validate_queue_arguments,
@@ -48,13 +50,16 @@ from amqpd.broker.message import Message
 from amqpd.broker.policies import Policy, choose
 from amqpd.broker.ports import DefinitionLog, MessageLog, QueueStorage
 from amqpd.broker.queue import Durability, Queue, Refused, lane_count_for, queue_key
+from amqpd.broker.replay import ReplayQueue
 from amqpd.broker.stats import MessageCounts
+from amqpd.broker.stream import StreamQueue, stream_logs
 from amqpd.broker.timers import Timers
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import FLAG_HEADERS
 from amqpd.errors import (
     AccessRefused,
     CommandInvalid,
+    FeatureNotImplemented,
     NotFound,
     PreconditionFailed,
     ResourceLocked,
@@ -377,6 +382,10 @@ class VirtualHost:
         if access is not None and isinstance(dead_letter_exchange, str):
             access.check(READ, "queue", name)
             access.check(WRITE, "exchange", dead_letter_exchange)
+        if arguments.get("x-queue-type") == "stream":
+            check_stream_properties(name, self.name, durable, exclusive, auto_delete)
+        if "x-replay-max-age" in arguments:
+            check_replay_properties(name, self.name, durable and not exclusive, arguments)
         # Exclusive queues never outlive their connection, so never a restart either.
         return self._add_queue(
             name, durable and not exclusive, exclusive, owner, auto_delete, arguments
@@ -391,15 +400,35 @@ class VirtualHost:
         auto_delete: bool,
         arguments: FieldTable,
         logs: Sequence[MessageLog] | None = None,
+        recovered_log: Callable[[str], Sequence[MessageLog] | None] | None = None,
     ) -> Queue:
         services = self.services
+        queue: Queue
+        if arguments.get("x-queue-type") == "stream":
+            if services.storage is None:
+                raise FeatureNotImplemented("stream queues need the store")
+            log, groups_log = stream_logs(services.storage, self.name, name, recovered_log)
+            queue = StreamQueue(
+                name,
+                self.name,
+                arguments=arguments,
+                storage=services.storage,
+                log=log,
+                groups_log=groups_log,
+                memory=services.memory,
+                timers=services.timers,
+                policy=choose(self.policies, "queue", name),
+            )
+            return self._register_queue(queue)
+        replayed = "x-replay-max-age" in arguments
         if durable and logs is None and services.storage is not None:
             logs = services.storage.create_log(
                 queue_key(self.name, name),
                 durable=True,
                 partitions=lane_count_for(arguments),
+                keep_acked=replayed,
             )
-        queue = Queue(
+        queue = (ReplayQueue if replayed and logs is not None else Queue)(
             name,
             self.name,
             durable=durable,
@@ -412,12 +441,18 @@ class VirtualHost:
             timers=services.timers,
             policy=choose(self.policies, "queue", name),
         )
+        return self._register_queue(queue)
+
+    def _register_queue(self, queue: Queue) -> Queue:
+        services = self.services
         queue.on_unused = self._delete_unused
         queue.dead_letter = self._dead_letter
         queue.ack_when_durable = services.deferred_acks.ack_when_durable
-        self.queues[name] = queue
-        if durable:
-            self._persist(QueueDefinition(self.name, name, auto_delete, arguments))
+        self.queues[queue.name] = queue
+        if queue.durable:
+            self._persist(
+                QueueDefinition(self.name, queue.name, queue.auto_delete, queue.arguments)
+            )
         return queue
 
     def _check_queue_equivalence(
@@ -449,7 +484,7 @@ class VirtualHost:
         queue.deleted = True
         del self.queues[queue.name]
         self.retired_queue_counts.add(queue.counts)
-        for consumer in list(queue.consumers):
+        for consumer in queue.every_consumer():
             consumer.channel.cancel_by_broker(consumer)
         queue.purge()
         self._remove_bindings_to(queue)
@@ -603,6 +638,7 @@ class VirtualHost:
                 definition.auto_delete,
                 definition.arguments,
                 logs,
+                recovered_log,
             )
             return None
         source = self.exchanges.get(definition.source)

@@ -184,3 +184,41 @@ def encode_content_header(body_size: int, properties: BasicProperties) -> bytes:
 def with_body_size(header: bytes, body_size: int) -> bytes:
     """The same header announcing another body size (properties untouched)."""
     return header[:4] + _U64.pack(body_size) + header[12:]
+
+
+def with_header_entry(header: bytes, entry: bytes) -> bytes:
+    """The same content header with one more entry at the end of its headers table (one
+    made for it if there is none). `entry` is encoded: key shortstr, type octet, value.
+    Only the table's bytes change, so no other property is decoded (a stream adds
+    `x-stream-offset` to every delivery this way)."""
+    flags = property_flags(header)
+    try:
+        offset = _properties_offset(header)
+        if flags & FLAG_CONTENT_TYPE:
+            offset += 1 + header[offset]
+        if flags & FLAG_CONTENT_ENCODING:
+            offset += 1 + header[offset]
+        if flags & FLAG_HEADERS:
+            (length,) = _U32.unpack_from(header, offset)
+            end = offset + 4 + length
+            return b"".join(
+                (
+                    header[:offset],
+                    _U32.pack(length + len(entry)),
+                    header[offset + 4 : end],
+                    entry,
+                    header[end:],
+                )
+            )
+    except (struct.error, IndexError) as error:
+        raise AMQPSyntaxError("content header properties are truncated") from error
+    return b"".join(
+        (
+            header[:PROPERTY_FLAGS_OFFSET],
+            _U16.pack(flags | FLAG_HEADERS),
+            header[PROPERTY_FLAGS_OFFSET + 2 : offset],
+            _U32.pack(len(entry)),
+            entry,
+            header[offset:],
+        )
+    )

@@ -35,7 +35,9 @@ from amqpd.broker.access import Access
 from amqpd.broker.channel import Channel
 from amqpd.broker.queue import Queue
 from amqpd.broker.stats import MessageCounts
+from amqpd.broker.stream import StreamQueue
 from amqpd.broker.vhost import VirtualHost
+from amqpd.codec.fields import FieldValue, Timestamp
 from amqpd.codec.properties import BasicProperties
 from amqpd.config.model import Policy as ConfigPolicy
 from amqpd.config.model import ServerConfig, hash_algorithm
@@ -55,10 +57,12 @@ from amqpd.management.present import (
     connection_json,
     consumer_json,
     exchange_json,
+    group_json,
     properties_key,
     queue_counter_values,
     queue_json,
     quote_binding_key,
+    ready_count,
     stats_json,
     table_json,
 )
@@ -432,7 +436,7 @@ class Handlers:
             for session in api.open_sessions()
             if viewer.sees_connection_of(session.username)
         ]
-        ready = sum(queue.message_count for queue in queues)
+        ready = sum(ready_count(queue) for queue in queues)
         unacked = sum(queue.unacked_count for queue in queues)
         counts = api.node_counts()
         node_rates = api.rates.rates(("node",), len(NODE_COUNTERS))
@@ -507,7 +511,7 @@ class Handlers:
         items = []
         for vhost in api.visible_vhosts(viewer):
             queues = vhost.queues.values()
-            ready = sum(queue.message_count for queue in queues)
+            ready = sum(ready_count(queue) for queue in queues)
             unacked = sum(queue.unacked_count for queue in queues)
             configured = settings.get(vhost.name)
             items.append(
@@ -754,6 +758,56 @@ class Handlers:
             queue=queue.name,
             messages=purged,
             via="http",
+        )
+        return web.Response(status=204)
+
+    async def stream_groups(self, request: web.Request) -> web.Response:
+        api, viewer = self.api, request[_VIEWER]
+        vhost, queue = self._queue(request)
+        stream = api.run_as(viewer, vhost, lambda channel: channel.stream(queue.name))
+        end = stream.next_offset
+        return json_response([group_json(group, end) for group in stream.groups.values()])
+
+    async def reset_group(self, request: web.Request) -> web.Response:
+        """PUT {"offset": first|last|next|<offset>|<interval>} or {"timestamp": <seconds>}:
+        the operator's rewind of a stream's consumer group (made if new)."""
+        api, viewer = self.api, request[_VIEWER]
+        vhost, queue = self._queue(request)
+        name = _segment(request, "group")
+        body = await read_json(request)
+        offset: FieldValue
+        if "timestamp" in body:
+            seconds = body["timestamp"]
+            if isinstance(seconds, bool) or not isinstance(seconds, int):
+                raise bad_request("timestamp must be a whole number of seconds")
+            offset = Timestamp(seconds)
+        else:
+            value = body.get("offset")
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise bad_request('"offset" (first, last, next, a number or "1h") is needed')
+            offset = value
+        group = api.run_as(
+            viewer, vhost, lambda channel: channel.reset_group(queue.name, name, offset)
+        )
+        api.context.audit.record(
+            "group_reset",
+            user=viewer.name,
+            vhost=vhost.name,
+            queue=queue.name,
+            group=name,
+            offset=group.committed,
+            via="http",
+        )
+        assert isinstance(queue, StreamQueue)
+        return json_response(group_json(group, queue.next_offset))
+
+    async def delete_group(self, request: web.Request) -> web.Response:
+        api, viewer = self.api, request[_VIEWER]
+        vhost, queue = self._queue(request)
+        name = _segment(request, "group")
+        api.run_as(viewer, vhost, lambda channel: channel.delete_group(queue.name, name))
+        api.context.audit.record(
+            "group_deleted", user=viewer.name, vhost=vhost.name, queue=queue.name, group=name
         )
         return web.Response(status=204)
 

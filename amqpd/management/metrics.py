@@ -42,6 +42,7 @@ import attrs
 from amqpd import __version__
 from amqpd.broker.stats import MessageCounts
 from amqpd.management.api import MANAGEMENT_VERSION, ManagementApi
+from amqpd.management.present import ready_count
 from amqpd.store.metrics import SYNC_BUCKETS_S, StoreMetrics
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -263,7 +264,7 @@ class Scrape:
             vhost_label = label_value(vhost.name)
             for queue in vhost.queues.values():
                 queue_count += 1
-                ready.append(queue.message_count)
+                ready.append(ready_count(queue))
                 unacked.append(queue.unacked_count)
                 consumers.append(len(queue.consumers))
                 counts.append(_COUNTS_OF(queue.counts))

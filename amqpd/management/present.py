@@ -21,6 +21,7 @@ from amqpd.broker.consumer import Consumer
 from amqpd.broker.exchanges.base import Exchange
 from amqpd.broker.queue import Queue
 from amqpd.broker.stats import MessageCounts
+from amqpd.broker.stream import ConsumerGroup, StreamQueue
 from amqpd.codec.fields import FieldTable, FieldValue
 from amqpd.codec.properties import BasicProperties
 from amqpd.management.rates import RateTracker
@@ -114,9 +115,23 @@ def stats_json(
     return shown
 
 
+def ready_count(queue: Queue) -> int:
+    """Ready messages as the management API shows them: a stream's are all it holds."""
+    return queue.stored_count if isinstance(queue, StreamQueue) else queue.message_count
+
+
+def group_json(group: ConsumerGroup, next_offset: int) -> dict[str, Json]:
+    return {
+        "name": group.name,
+        "offset": group.committed,
+        "lag": group.lag(next_offset),
+        "consumers": len(group.members),
+    }
+
+
 def queue_counter_values(queue: Queue) -> tuple[int, ...]:
     counts = queue.counts
-    ready = queue.message_count
+    ready = ready_count(queue)
     unacked = queue.unacked_count
     return (
         counts.publish,
@@ -136,7 +151,7 @@ def queue_json(queue: Queue, node: str, rates: RateTracker) -> dict[str, Json]:
     counts = queue.counts
     width = len(QUEUE_COUNTERS) + len(QUEUE_DEPTHS)
     sampled = rates.rates(("queue", queue.vhost, queue.name), width)
-    ready, unacked = queue.message_count, queue.unacked_count
+    ready, unacked = ready_count(queue), queue.unacked_count
     message_stats = stats_json(QUEUE_COUNTERS, counts.as_dict(), sampled[: len(QUEUE_COUNTERS)])
     message_stats["deliver_get"] = counts.deliver_get
     message_stats["deliver_get_details"] = {"rate": round(sum(sampled[1:5]), 2)}
@@ -147,7 +162,7 @@ def queue_json(queue: Queue, node: str, rates: RateTracker) -> dict[str, Json]:
         "auto_delete": queue.auto_delete,
         "exclusive": queue.exclusive,
         "arguments": table_json(queue.arguments),
-        "type": "classic",
+        "type": "stream" if isinstance(queue, StreamQueue) else "classic",
         "state": "running",
         "node": node,
         "policy": queue.policy.name if queue.policy is not None else None,
@@ -166,6 +181,11 @@ def queue_json(queue: Queue, node: str, rates: RateTracker) -> dict[str, Json]:
     }
     for name, rate in zip(QUEUE_DEPTHS, sampled[len(QUEUE_COUNTERS) :], strict=True):
         shown[f"{name}_details"] = {"rate": round(rate, 2)}
+    if isinstance(queue, StreamQueue):
+        end = queue.next_offset
+        shown["first_offset"] = queue.first_offset
+        shown["next_offset"] = end
+        shown["groups"] = [group_json(group, end) for group in queue.groups.values()]
     return shown
 
 

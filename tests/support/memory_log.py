@@ -103,7 +103,14 @@ class MemoryStorage:
         return {key: partitions[0] for key, partitions in self.partitions.items()}
 
     def create_log(
-        self, key: str, *, durable: bool, partitions: int = 1, random_reads: bool = False
+        self,
+        key: str,
+        *,
+        durable: bool,
+        partitions: int = 1,
+        random_reads: bool = False,
+        tag_index: bool = False,
+        keep_acked: bool = False,
     ) -> list[MemoryLog]:
         assert key not in self.partitions, key
         created = self.partitions[key] = [MemoryLog() for _ in range(partitions)]
