@@ -10,10 +10,10 @@ NODE is a RabbitMQ node that rabbitmqctl reaches (`rabbitmqctl -n NODE eval ...`
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 import random
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 

@@ -43,7 +43,9 @@ def expected_owner(ring: list[tuple[str, int]], value: object) -> str:
     return buckets[jump_consistent_hash(phash2(value), len(buckets))]  # type: ignore[arg-type]
 
 
-def routed(exchange: ConsistentHashExchange, routing_key: str = "", **properties: object) -> list[str]:
+def routed(
+    exchange: ConsistentHashExchange, routing_key: str = "", **properties: object
+) -> list[str]:
     return [d.name for d in exchange.route(message(routing_key, **properties), [routing_key])]
 
 

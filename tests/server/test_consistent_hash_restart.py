@@ -27,11 +27,7 @@ def placement(channel: BlockingChannel) -> dict[str, str]:
     for key in KEYS:
         channel.basic_publish("chx", key, key.encode())
     round_trip(channel)
-    return {
-        body.decode(): queue
-        for queue in QUEUES
-        for body in drain(channel, queue)
-    }
+    return {body.decode(): queue for queue in QUEUES for body in drain(channel, queue)}
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["restart", "kill-9"])

@@ -160,10 +160,8 @@ def make_hash2(term: Term) -> int:
                 continue
         elif isinstance(current, Atom):
             hashed = atom_hash(current)
-            if hash_value == 0:
-                hash_value = hashed
-            else:
-                hash_value = _words(hashed, 0, _HCONST_3, hash_value)
+            # Alone, an atom's hash is its table hash, unmixed.
+            hash_value = hashed if hash_value == 0 else _words(hashed, 0, _HCONST_3, hash_value)
         elif isinstance(current, (bytes, bytearray)):
             initial = (_HCONST_13 + hash_value) & _M32
             hash_value = _block_hash(bytes(current), initial) if current else initial
