@@ -1,11 +1,13 @@
 """A RabbitMQ to compare with: the one named by INTEROP_RABBITMQ_URL, or Debian's
 rabbitmq-server (installed with apt-get if missing), started on a free port for the run
-and stopped afterwards."""
+and stopped afterwards, with the plugins the scenarios use (PLUGINS) enabled offline in a
+plugins file of its own (a given RabbitMQ must have them enabled already)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +18,8 @@ import pika.exceptions
 from interop.system import ensure_debian_package, free_port
 
 START_TIMEOUT_S = 120.0
+# Plugins the scenarios need; the x-consistent-hash exchange is one.
+PLUGINS = ("rabbitmq_consistent_hash_exchange",)
 
 
 def install() -> None:
@@ -34,6 +38,21 @@ def wait_until_serving(url: str, timeout_s: float) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"RabbitMQ did not accept connections on {url}") from None
             time.sleep(0.5)
+
+
+def enable_plugins(directory: str, environment: dict[str, str]) -> None:
+    """Enable PLUGINS offline in a plugins file in `directory` that the node started with
+    `environment` reads (the node runs as the rabbitmq user: the file must be readable)."""
+    os.chmod(directory, 0o755)
+    path = os.path.join(directory, "enabled_plugins")
+    environment["RABBITMQ_ENABLED_PLUGINS_FILE"] = path
+    subprocess.run(
+        ["rabbitmq-plugins", "enable", "--offline", *PLUGINS],
+        env=environment,
+        check=True,
+        capture_output=True,
+    )
+    os.chmod(path, 0o644)
 
 
 @contextmanager
@@ -55,10 +74,12 @@ def rabbitmq() -> Iterator[str]:
         raise RuntimeError(
             "a RabbitMQ node is already running here: set INTEROP_RABBITMQ_URL to its URL"
         )
-    subprocess.run(["rabbitmq-server", "-detached"], env=environment, check=True)
-    url = f"amqp://guest:guest@127.0.0.1:{port}/%2f"
-    try:
-        wait_until_serving(url, START_TIMEOUT_S)
-        yield url
-    finally:
-        subprocess.run(["rabbitmqctl", "stop"], check=False, capture_output=True)
+    with tempfile.TemporaryDirectory(prefix="interop-rabbitmq-") as plugins:
+        enable_plugins(plugins, environment)
+        subprocess.run(["rabbitmq-server", "-detached"], env=environment, check=True)
+        url = f"amqp://guest:guest@127.0.0.1:{port}/%2f"
+        try:
+            wait_until_serving(url, START_TIMEOUT_S)
+            yield url
+        finally:
+            subprocess.run(["rabbitmqctl", "stop"], check=False, capture_output=True)

@@ -458,7 +458,14 @@ class Handlers:
                 "sample_interval_s": management.sample_interval_s,
                 "exchange_types": [
                     {"name": name, "description": "", "enabled": True}
-                    for name in ("direct", "fanout", "headers", "topic", "x-delayed-message")
+                    for name in (
+                        "direct",
+                        "fanout",
+                        "headers",
+                        "topic",
+                        "x-consistent-hash",
+                        "x-delayed-message",
+                    )
                 ],
                 "object_totals": {
                     "connections": len(sessions),

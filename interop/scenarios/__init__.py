@@ -53,4 +53,4 @@ class Session:
 
 def load_all() -> None:
     """Import every scenario module (each registers its scenarios)."""
-    from interop.scenarios import basics, delivery, streams  # noqa: F401
+    from interop.scenarios import basics, consistent_hash, delivery, streams  # noqa: F401

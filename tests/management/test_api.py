@@ -438,3 +438,21 @@ def test_an_http_publish_answered_200_survives_kill_9(tmp_path: Path) -> None:
         connection.close()
     finally:
         broker.stop()
+
+
+def test_the_consistent_hash_exchange_type_is_listed_and_declared(node: Node, http: Client) -> None:
+    api = http()
+    types = [kind["name"] for kind in api.get("/api/overview").json()["exchange_types"]]
+    assert "x-consistent-hash" in types
+    declared = api.put(
+        "/api/exchanges/%2F/shards",
+        json={"type": "x-consistent-hash", "arguments": {"hash-property": "message_id"}},
+    )
+    assert declared.status_code == 201
+    assert api.get("/api/exchanges/%2F/shards").json()["type"] == "x-consistent-hash"
+    assert api.put("/api/queues/%2F/shard-1", json={}).status_code == 201
+    bad = api.post("/api/bindings/%2F/e/shards/q/shard-1", json={"routing_key": "heavy"})
+    assert bad.status_code == 400
+    assert "The binding key must be an integer" in bad.json()["reason"]
+    good = api.post("/api/bindings/%2F/e/shards/q/shard-1", json={"routing_key": "3"})
+    assert good.status_code == 201
