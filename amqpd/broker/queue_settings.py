@@ -54,6 +54,7 @@ class QueueSettings:
     retry_delays_ms: tuple[int, ...] | None = None
     retry_backoff_ms: int | None = None
     retry_backoff_max_ms: int | None = None
+    partitions: int | None = None  # x-partitions: ordered per key (partitions.py)
 
     @classmethod
     def from_arguments(cls, arguments: FieldTable) -> QueueSettings:
@@ -74,6 +75,7 @@ class QueueSettings:
             retry_delays_ms=_ints(get("x-retry-delays")),
             retry_backoff_ms=_int(get("x-retry-backoff-ms")),
             retry_backoff_max_ms=_int(get("x-retry-backoff-max-ms")),
+            partitions=_int(get("x-partitions")),
         )
 
     @property

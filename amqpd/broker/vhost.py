@@ -45,6 +45,7 @@ from amqpd.broker.exchanges import EXCHANGE_TYPES, DirectExchange, Exchange
 from amqpd.broker.exchanges.delayed import DelayedExchange, release_at_ms
 from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.message import Message
+from amqpd.broker.partitions import PartitionedQueue
 from amqpd.broker.policies import Policy, choose
 from amqpd.broker.ports import DefinitionLog, MessageLog, QueueStorage
 from amqpd.broker.queue import Durability, Queue, Refused, lane_count_for, queue_key
@@ -399,7 +400,9 @@ class VirtualHost:
                 durable=True,
                 partitions=lane_count_for(arguments),
             )
-        queue = Queue(
+        # A partitioned queue is a Queue with its own dispatch (partitions.py).
+        queue_type = PartitionedQueue if "x-partitions" in arguments else Queue
+        queue = queue_type(
             name,
             self.name,
             durable=durable,
