@@ -142,7 +142,8 @@ class PartitionedQueue(Queue):
 
     def enqueue(self, message: Message, now_ms: int) -> Durability | Refused | None:
         count = self.partition_count
-        partition = partition_of(partition_key(message), count) if count > 1 else 0
+        # partition_of, inlined: every message pays it.
+        partition = zlib.crc32(partition_key(message)) % count if count > 1 else 0
         self._incoming = partition
         self._direct = False
         outcome = super().enqueue(message, now_ms)
@@ -162,13 +163,14 @@ class PartitionedQueue(Queue):
         this returns, so the delivery is counted here."""
         partition = self._incoming
         consumer = self._target[partition]
-        if consumer is None or not self._free_for(partition, consumer):
+        if consumer is None or not consumer.channel.can_deliver(consumer):
             return None
-        if not consumer.channel.can_deliver(consumer):
-            return None
+        held = self._held
+        if held[partition] and self._holder[partition] is not consumer:
+            return None  # (_free_for, inlined)
         self._direct = True
         if not consumer.no_ack:
-            self._held[partition] += 1
+            held[partition] += 1
             self._holder[partition] = consumer
         return consumer
 
@@ -231,7 +233,12 @@ class PartitionedQueue(Queue):
     def settle(self, entry: QueueEntry) -> None:
         holder = entry.consumer
         super().settle(entry)
-        self._release(entry.lane.index, holder is None)
+        partition = entry.lane.index
+        held = self._held
+        if held[partition] > 1:  # the common case of _release, inlined
+            held[partition] -= 1
+        else:
+            self._release(partition, holder is None)
 
     def reject(self, entry: QueueEntry) -> None:
         holder = entry.consumer
