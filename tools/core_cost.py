@@ -9,8 +9,9 @@ divided by the difference in N is the cost of one message:
             python3 tools/core_cost.py --queue limited -n $n 2>&1 | grep Collected
     done
 
---queue: plain, limited (x-message-ttl, x-max-length, a dead-letter exchange) or
-priority (x-max-priority 10).
+--queue: plain, limited (x-message-ttl, x-max-length, a dead-letter exchange),
+priority (x-max-priority 10) or partitioned (x-partitions 4; one routing key, so one
+partition takes everything: the cost of the ownership rules, not of spreading).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ QUEUES: dict[str, FieldTable] = {
     "plain": {},
     "limited": dict(LIMITED),
     "priority": {"x-max-priority": 10},
+    "partitioned": {"x-partitions": 4},
 }
 
 

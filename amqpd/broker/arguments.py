@@ -49,6 +49,23 @@ def _max_priority(value: FieldValue, arguments: FieldTable) -> str | None:
     return reason
 
 
+# x-partitions: a partition is a lane with its own log partition and owner, so the count
+# is bounded like the other per-queue structures (a priority queue has at most 256 lanes).
+PARTITIONS_MAX: Final = 1024
+
+
+def _partitions(value: FieldValue, arguments: FieldTable) -> str | None:
+    reason = _positive_integer(value, arguments)
+    if reason is None and isinstance(value, int) and value > PARTITIONS_MAX:
+        return f"{{max_value_exceeded,{value}}}"
+    if reason is None and "x-max-priority" in arguments:
+        # Both would split the queue into lanes, by different keys.
+        return "x_partitions_and_x_max_priority_exclude_each_other"
+    if reason is None and arguments.get("x-queue-type", "classic") != "classic":
+        return "x_partitions_is_for_classic_queues_only"
+    return reason
+
+
 def _typed(expected: type) -> Check:
     def check(value: FieldValue, _: FieldTable) -> str | None:
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
@@ -151,6 +168,8 @@ QUEUE_ARGUMENTS: Final[dict[str, Check]] = {
     "x-retry-delays": _retry_delays,
     "x-retry-backoff-ms": _retry_backoff,
     "x-retry-backoff-max-ms": _retry_backoff_max,
+    # amqpd's own: ordered per key, each partition with at most one active consumer.
+    "x-partitions": _partitions,
 }
 
 # Known arguments that only quorum queues or streams take: RabbitMQ refuses them on a

@@ -87,12 +87,14 @@ def queue_key(vhost: str, name: str) -> str:
 
 
 def lane_count(settings: QueueSettings) -> int:
-    """Partitions of a queue's log: one per priority level 0..x-max-priority."""
-    return (settings.max_priority or 0) + 1
+    """Partitions of a queue's log: one per priority level 0..x-max-priority, or the
+    x-partitions of a partitioned queue (the two exclude each other)."""
+    return settings.partitions or (settings.max_priority or 0) + 1
 
 
 def lane_count_for(arguments: FieldTable) -> int:
-    """lane_count of a queue declared with these arguments (no policy sets x-max-priority)."""
+    """lane_count of a queue declared with these arguments (no policy sets x-max-priority
+    or x-partitions)."""
     return lane_count(QueueSettings.from_arguments(arguments))
 
 

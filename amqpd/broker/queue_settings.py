@@ -79,6 +79,7 @@ class QueueSettings:
     retry_backoff_max_ms: int | None = None
     # x-replay-max-age: consumed messages are kept this long for replay consumers.
     replay_max_age_ms: int | None = None
+    partitions: int | None = None  # x-partitions: ordered per key (partitions.py)
 
     @classmethod
     def from_arguments(cls, arguments: FieldTable) -> QueueSettings:
@@ -100,6 +101,7 @@ class QueueSettings:
             retry_backoff_ms=_int(get("x-retry-backoff-ms")),
             retry_backoff_max_ms=_int(get("x-retry-backoff-max-ms")),
             replay_max_age_ms=_age_ms(get("x-replay-max-age")),
+            partitions=_int(get("x-partitions")),
         )
 
     @property

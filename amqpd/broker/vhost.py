@@ -47,6 +47,7 @@ from amqpd.broker.exchanges import EXCHANGE_TYPES, DirectExchange, Exchange
 from amqpd.broker.exchanges.delayed import DelayedExchange, release_at_ms
 from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.message import Message
+from amqpd.broker.partitions import PartitionedQueue
 from amqpd.broker.policies import Policy, choose
 from amqpd.broker.ports import DefinitionLog, MessageLog, QueueStorage
 from amqpd.broker.queue import Durability, Queue, Refused, lane_count_for, queue_key
@@ -428,7 +429,14 @@ class VirtualHost:
                 partitions=lane_count_for(arguments),
                 keep_acked=replayed,
             )
-        queue = (ReplayQueue if replayed and logs is not None else Queue)(
+        # A partitioned queue is a Queue with its own dispatch (partitions.py); replay
+        # excludes partitions (check_replay_properties).
+        queue_type: type[Queue] = Queue
+        if "x-partitions" in arguments:
+            queue_type = PartitionedQueue
+        elif replayed and logs is not None:
+            queue_type = ReplayQueue
+        queue = queue_type(
             name,
             self.name,
             durable=durable,
