@@ -3,8 +3,8 @@
 RabbitMQ validates the arguments it knows (type and range), compares only those when a
 queue or exchange is declared again, and keeps unknown ones without interpreting them.
 amqpd does the same, with one addition: a known argument whose behaviour amqpd does not
-implement yet (today: a queue type other than classic, the stream consumer arguments) is
-refused with 540 NOT_IMPLEMENTED rather than accepted and ignored.
+implement yet (today: a queue type other than classic, the `x-stream-offset` consumer
+argument) is refused with 540 NOT_IMPLEMENTED rather than accepted and ignored.
 
 Synchronous and pure; imports amqpd.codec and amqpd.errors only.
 """
@@ -95,6 +95,20 @@ def _retry_backoff_max(value: FieldValue, arguments: FieldTable) -> str | None:
     return reason
 
 
+def _stream_filter(value: FieldValue, _: FieldTable) -> str | None:
+    """A filter value (string) or a non-empty array of them (RabbitMQ 3.13's shape)."""
+    if isinstance(value, str):
+        return None
+    if not isinstance(value, list):
+        return f"{{unacceptable_type,{type_name(value)}}}"
+    if not value:
+        return "{empty_list}"  # a filter that matches nothing would starve the consumer
+    for item in value:
+        if not isinstance(item, str):
+            return f'"expected a list of strings, got {type_name(item)} in it"'
+    return None
+
+
 def _dead_letter_routing_key(value: FieldValue, arguments: FieldTable) -> str | None:
     if not isinstance(value, str):
         return f"{{unacceptable_type,{type_name(value)}}}"
@@ -165,8 +179,12 @@ CONSUMER_ARGUMENTS: Final[dict[str, Check]] = {
     "x-priority": _integer,
     "x-cancel-on-ha-failover": _typed(bool),
     "x-consumer-timeout": _positive_integer,  # RabbitMQ 3.12 and later
+    # RabbitMQ 3.13's stream filtering; amqpd filters consumers of classic queues by them
+    # (filters.py). x-stream-match-unfiltered without a filter is accepted and means nothing.
+    "x-stream-filter": _stream_filter,
+    "x-stream-match-unfiltered": _typed(bool),
 }
-CONSUMER_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset({"x-stream-offset", "x-stream-filter"})
+CONSUMER_ARGUMENTS_NOT_YET_SUPPORTED: Final = frozenset({"x-stream-offset"})
 
 
 def _validate(
