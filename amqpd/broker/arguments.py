@@ -122,6 +122,20 @@ def _max_age(value: FieldValue, _: FieldTable) -> str | None:
     return None
 
 
+def _stream_filter(value: FieldValue, _: FieldTable) -> str | None:
+    """A filter value (string) or a non-empty array of them (RabbitMQ 3.13's shape)."""
+    if isinstance(value, str):
+        return None
+    if not isinstance(value, list):
+        return f"{{unacceptable_type,{type_name(value)}}}"
+    if not value:
+        return "{empty_list}"  # a filter that matches nothing would starve the consumer
+    for item in value:
+        if not isinstance(item, str):
+            return f'"expected a list of strings, got {type_name(item)} in it"'
+    return None
+
+
 def _dead_letter_routing_key(value: FieldValue, arguments: FieldTable) -> str | None:
     if not isinstance(value, str):
         return f"{{unacceptable_type,{type_name(value)}}}"
@@ -209,6 +223,10 @@ CONSUMER_ARGUMENTS: Final[dict[str, Check]] = {
     "x-priority": _integer,
     "x-cancel-on-ha-failover": _typed(bool),
     "x-consumer-timeout": _positive_integer,  # RabbitMQ 3.12 and later
+    # RabbitMQ 3.13's stream filtering; amqpd filters consumers of classic queues by them
+    # (filters.py). x-stream-match-unfiltered without a filter is accepted and means nothing.
+    "x-stream-filter": _stream_filter,
+    "x-stream-match-unfiltered": _typed(bool),
 }
 CONSUMER_ARGUMENTS_NOT_YET_SUPPORTED: Final[frozenset[str]] = frozenset()
 

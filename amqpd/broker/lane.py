@@ -9,6 +9,9 @@ order:
   read back in batches as consumers reach them;
 - and a small heap of requeued entries (`returned`), which take their original places:
   the next message out of a lane is always its lowest ready offset.
+A filtered consumer (filters.py) may take a message from the middle: in memory it is
+marked GONE where it lies; only on disk, its offset goes to `lifted` until it is acked,
+and read-ahead skips it.
 The lane keeps no counts of its own beyond memory: the queue counts ready messages and
 decides what happens to them (expiry, limits, dead-lettering).
 
@@ -19,11 +22,12 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.message import Message
-from amqpd.broker.ports import MessageLog
+from amqpd.broker.ports import MessageLog, StoredRecord
 from amqpd.codec.properties import FLAG_EXPIRATION
 
 if TYPE_CHECKING:
@@ -92,6 +96,7 @@ class Lane:
         "disk_from",
         "gone_count",
         "index",
+        "lifted",
         "log",
         "memory",
         "queue",
@@ -110,6 +115,9 @@ class Lane:
         self.cache_bytes = 0
         self.returned: list[QueueEntry] = []  # heap of requeued entries, by offset
         self.gone_count = 0  # entries in cache marked GONE
+        # Offsets at or past disk_from that a filtered consumer took straight from the log
+        # (filters.py), not yet acked: read-ahead must not bring them in again.
+        self.lifted: set[int] = set()
         if log is None:
             self.tail = self.disk_from = self.delivered_below = 0
         else:  # a recovered (or new) durable log: everything ready is on disk
@@ -165,6 +173,8 @@ class Lane:
         log = self.log
         assert log is not None
         records = log.read(self.disk_from, READ_AHEAD_RECORDS)
+        if self.lifted:
+            records = self._without_lifted(records)
         delivered_below = self.delivered_below
         cache = self.cache
         queue = self.queue
@@ -196,10 +206,29 @@ class Lane:
         # messages: a few records), so only an empty read means nothing live is left.
         self.disk_from = records[-1].offset + 1 if records else self.tail
 
+    def _without_lifted(self, records: Sequence[StoredRecord]) -> Sequence[StoredRecord]:
+        """The records a filtered consumer did not take already; reads on while a whole
+        batch was taken (an empty batch would let the requeued heap go first)."""
+        log = self.log
+        assert log is not None
+        lifted = self.lifted
+        while True:
+            kept = [record for record in records if record.offset not in lifted]
+            if kept or not records:
+                break
+            records = log.read(records[-1].offset + 1, READ_AHEAD_RECORDS)
+        below = kept[-1].offset if kept else self.tail
+        self.lifted = {offset for offset in lifted if offset > below}  # passed: forgotten
+        return kept
+
     def holds_in_cache(self, entry: QueueEntry) -> bool:
         """Whether a ready entry is in the in-memory run (not the requeued heap)."""
         cache = self.cache
-        return entry.offset >= (cache[0].offset if cache else self.disk_from)
+        if entry.offset < (cache[0].offset if cache else self.disk_from):
+            return False
+        # A message a filtered consumer took from the middle comes back (requeued) to the
+        # heap at an offset at or past the head.
+        return not self.returned or entry not in self.returned
 
     def compact(self) -> None:
         """Drop gone entries from the ends of the in-memory run, and rebuild it when they
@@ -218,6 +247,8 @@ class Lane:
     def ack(self, offset: int) -> None:
         if self.log is not None and not self.queue.deleted:
             self.log.ack(offset)
+        if self.lifted:
+            self.lifted.discard(offset)  # the log's reads skip it now
 
     def purge(self) -> None:
         """Drop every ready message (the queue resets its counts)."""
@@ -227,7 +258,14 @@ class Lane:
                     self.ack(entry.offset)
                 entry.state = GONE
         if self.log is not None and self.disk_from < self.tail and not self.queue.deleted:
-            self.log.ack_range(self.disk_from, self.tail)
+            start = self.disk_from
+            # Messages filtered consumers took from the log are theirs (unacked): not acked.
+            for offset in sorted(self.lifted):
+                if offset >= start:
+                    self.log.ack_range(start, offset)
+                    start = offset + 1
+            self.log.ack_range(start, self.tail)
+        self.lifted.clear()
         self.release_memory()
         self.cache.clear()
         self.returned.clear()
@@ -245,4 +283,6 @@ class Lane:
             for entry in entries:
                 if start <= entry.offset < end:
                     entry.stored = False
-        return max(0, min(end, self.tail) - max(start, self.disk_from))
+        start, end = max(start, self.disk_from), min(end, self.tail)
+        taken = sum(1 for offset in self.lifted if start <= offset < end)  # not only on disk
+        return max(0, end - start - taken)

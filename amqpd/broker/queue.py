@@ -13,7 +13,9 @@ channels that hold them; the queue only counts them.
 
 Dispatch is round-robin over consumers that have credit; with consumer priorities
 (`x-priority`) the highest priority that has credit goes first; with a single active
-consumer only the earliest registered one that is still there gets messages.
+consumer only the earliest registered one that is still there gets messages. Consumers
+with a tag filter (`x-stream-filter`) are served by filters.py, which takes over dispatch
+while the queue has one.
 
 Expiry (x-message-ttl, the expiration property): an entry's deadline is fixed when it is
 enqueued (from the log record's time when read back after a restart) and kept when it is
@@ -41,6 +43,7 @@ from amqpd.broker.dead_letter import (
     REASON_MAXLEN,
     REASON_REJECTED,
 )
+from amqpd.broker.filters import ConsumerFilter, QueueFilters
 from amqpd.broker.lane import GONE, OUT, READ_AHEAD_RECORDS, READY, WAITING, Lane, QueueEntry
 from amqpd.broker.memory import MemoryBudget
 from amqpd.broker.message import Message
@@ -102,6 +105,7 @@ class Queue(Destination):
     __slots__ = (
         "_deadlines",
         "_dispatching",
+        "_filters",
         "_lane",
         "_lanes",
         "_limited",
@@ -204,6 +208,7 @@ class Queue(Destination):
         self._round_robin = 0
         self._round_robin_by_priority: dict[int, int] | None = None  # set while priorities differ
         self._dispatching = False
+        self._filters: QueueFilters | None = None  # while a consumer has a tag filter
         # Called when the last consumer of an auto-delete queue leaves, or x-expires passes.
         self.on_unused: Callable[[Queue], None] | None = None
         self.dead_letter: DeadLetter | None = None  # set by the vhost
@@ -282,6 +287,7 @@ class Queue(Destination):
         if (
             not self._ready_count
             and self.consumers
+            and self._filters is None
             and (consumer := self._next_consumer()) is not None
         ):
             # Straight to a waiting consumer: the common case of a keeping-up queue.
@@ -332,6 +338,8 @@ class Queue(Destination):
             self._ready_bytes += message.body_size
             if not self.settings.rejects_publish:
                 self._drop_head_over_limit(now_ms)
+        if self._filters is not None:
+            self.dispatch()  # a consumer waiting for this tag may be idle with credit
         return (log, offset) if persistent and log is not None else None
 
     def _lane_for(self, message: Message) -> Lane:
@@ -505,7 +513,11 @@ class Queue(Destination):
                 records = log.read(offset, READ_AHEAD_RECORDS)
                 if not records:
                     break
-                total += sum(Message.from_stored(record.payload).body_size for record in records)
+                total += sum(
+                    Message.from_stored(record.payload).body_size
+                    for record in records
+                    if record.offset not in lane.lifted  # counted above, or out
+                )
                 offset = records[-1].offset + 1
         return total
 
@@ -560,6 +572,8 @@ class Queue(Destination):
         log = lane.log
         if log is None or offset < lane.disk_from or log.is_acked(offset):
             return  # read back since (its entry has its own place in the heap) or gone
+        if offset in lane.lifted:
+            return  # taken by a filtered consumer (if requeued, its entry has its place)
         records = log.read(offset, 1)
         if not records or records[0].offset != offset:
             return
@@ -676,6 +690,8 @@ class Queue(Destination):
         self._ready_count += 1
         if self._limited:
             self._ready_bytes += entry.message.body_size
+        if self._filters is not None:
+            self._filters.made_ready(entry)
         expires_at_ms = entry.expires_at_ms
         if expires_at_ms is not None:
             # It keeps its deadline; the heap may have dropped it while it was out.
@@ -723,7 +739,8 @@ class Queue(Destination):
         delivery limit, remember how often (a restart keeps counting from there)."""
         log = entry.lane.log
         if entry.stored and log is not None:
-            log.note_delivered(entry.offset)
+            if self._filters is None or self._filters.in_order(entry):
+                log.note_delivered(entry.offset)
             if self.settings.counts_deliveries:
                 log.set_counter(entry.offset, entry.delivery_count)
 
@@ -760,7 +777,7 @@ class Queue(Destination):
         self, no_ack: bool, prefetch_count: int, prefetch_global: int, arguments: FieldTable
     ) -> None:
         """Refuse consumer arguments this kind of queue has no meaning for."""
-        for key in ("x-stream-offset", "x-consumer-group", "x-stream-filter"):
+        for key in ("x-stream-offset", "x-consumer-group"):
             if key in arguments:
                 raise PreconditionFailed(
                     f"invalid arg '{key}' for queue '{self.name}' in vhost '{self.vhost}': "
@@ -789,6 +806,11 @@ class Queue(Destination):
         if consumer.exclusive:
             self.exclusive_consumer = consumer
         self._note_priorities()
+        consumer_filter = ConsumerFilter.from_arguments(consumer.arguments)
+        if consumer_filter is not None:
+            if self._filters is None:
+                self._filters = QueueFilters(self)
+            self._filters.add(consumer, consumer_filter)
 
     def _note_priorities(self) -> None:
         consumers = self.consumers
@@ -810,6 +832,8 @@ class Queue(Destination):
             return
         if self.exclusive_consumer is consumer:
             self.exclusive_consumer = None
+        if self._filters is not None and self._filters.remove(consumer):
+            self._filters = None
         if self._round_robin >= len(self.consumers):
             self._round_robin = 0
         self._note_priorities()
@@ -826,6 +850,9 @@ class Queue(Destination):
             return
         self._dispatching = True
         try:
+            if self._filters is not None:
+                self._filters.dispatch()
+                return
             while self._ready_count:
                 consumer = self._next_consumer()
                 if consumer is None:
