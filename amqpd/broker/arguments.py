@@ -228,7 +228,6 @@ CONSUMER_ARGUMENTS: Final[dict[str, Check]] = {
     "x-stream-filter": _stream_filter,
     "x-stream-match-unfiltered": _typed(bool),
 }
-CONSUMER_ARGUMENTS_NOT_YET_SUPPORTED: Final[frozenset[str]] = frozenset()
 
 
 def _validate(
@@ -303,11 +302,6 @@ def validate_exchange_arguments(arguments: FieldTable, name: str, vhost: str) ->
 
 def validate_consumer_arguments(arguments: FieldTable, queue: str, vhost: str) -> None:
     _validate(arguments, CONSUMER_ARGUMENTS, "queue", queue, vhost)
-    for key in arguments:
-        if key in CONSUMER_ARGUMENTS_NOT_YET_SUPPORTED:
-            raise FeatureNotImplemented(
-                f"consumer argument '{key}' is not supported by this version of amqpd"
-            )
 
 
 def _described(value: FieldValue, present: bool) -> str:

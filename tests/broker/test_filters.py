@@ -17,7 +17,7 @@ from amqpd.broker.queue import Queue
 from amqpd.broker.timers import Timers
 from amqpd.broker.vhost import BrokerServices, VirtualHost
 from amqpd.codec.fields import FieldTable
-from amqpd.errors import FeatureNotImplemented, PreconditionFailed
+from amqpd.errors import PreconditionFailed
 from tests.support.broker_harness import Client, RecordingSink, header
 from tests.support.memory_log import FakeRecord, MemoryLog, MemoryStorage
 
@@ -149,13 +149,11 @@ def test_bad_filter_arguments_are_406(arguments: FieldTable, reason: str | None)
     assert str(raised.value) == f"invalid arg '{key}' for queue 'q' in vhost '/': {expected}"
 
 
-def test_good_filter_arguments_pass_and_the_stream_offset_stays_refused() -> None:
+def test_good_filter_arguments_pass() -> None:
     validate_consumer_arguments(
         {"x-stream-filter": ["a"], "x-stream-match-unfiltered": True}, "q", "/"
     )
     validate_consumer_arguments({"x-stream-match-unfiltered": False}, "q", "/")
-    with pytest.raises(FeatureNotImplemented):
-        validate_consumer_arguments({"x-stream-offset": "first"}, "q", "/")
 
 
 # ------------------------------------------------------------------------- dispatch

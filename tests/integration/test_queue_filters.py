@@ -122,15 +122,6 @@ def test_bad_filter_arguments_close_the_channel_with_406(
     )
 
 
-def test_the_stream_offset_is_still_refused_on_a_classic_queue(
-    connection: BlockingConnection, queue: str
-) -> None:
-    channel = connection.channel()
-    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
-        channel.basic_consume(queue, lambda *_: None, arguments={"x-stream-offset": "first"})
-    assert closed.value.reply_code == 540
-
-
 def test_a_deep_backlog_paged_to_disk_is_filtered(tmp_path: Path) -> None:
     limits = Limits(queue_memory_bytes_max=4096)  # a few messages in memory, the rest paged
     with running_node(tmp_path, limits=limits) as node, connect(url_of(node)) as connection:
