@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -31,6 +32,7 @@ from amqpd.codec.properties import FLAG_HEADERS, with_header_entry
 from amqpd.errors import PreconditionFailed
 
 if TYPE_CHECKING:
+    from amqpd.broker.consumer import Consumer
     from amqpd.broker.stream import ConsumerGroup
 
 READ_RECORDS_MAX: Final = 256  # records one read takes from the log
@@ -179,6 +181,21 @@ class Reader:
     def seek(self, position: int) -> None:
         self.position = position
         self.ahead.clear()
+
+    def messages_for(
+        self, consumer: Consumer, log: MessageLog, include_acked: bool
+    ) -> Iterator[tuple[int, Message]]:
+        """(offset, message) for `consumer` while it has credit, its filter applied."""
+        channel = consumer.channel
+        tag_filter = self.filter
+        while channel.can_deliver(consumer):
+            record = self.next_record(log, include_acked)
+            if record is None:
+                return
+            message = Message.from_stored(record.payload)
+            if tag_filter is not None and not tag_filter.matches(message):
+                continue
+            yield record.offset, message
 
     def next_record(self, log: MessageLog, include_acked: bool) -> StoredRecord | None:
         ahead = self.ahead

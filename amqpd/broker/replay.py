@@ -66,18 +66,10 @@ class Replay:
     def dispatch(self) -> None:
         log, queue, lane = self.log, self.queue, self.lane
         for consumer, reader in self.readers.items():
-            channel = consumer.channel
-            while channel.can_deliver(consumer):
-                record = reader.next_record(log, True)
-                if record is None:
-                    break
-                message = Message.from_stored(record.payload)
-                tag_filter = reader.filter
-                if tag_filter is not None and not tag_filter.matches(message):
-                    continue
-                entry = StreamEntry(lane, record.offset, with_offset(message, record.offset), None)
+            for offset, message in reader.messages_for(consumer, log, True):
+                entry = StreamEntry(lane, offset, with_offset(message, offset), None)
                 queue.unacked_count += 1
-                channel.deliver(consumer, entry)
+                consumer.channel.deliver(consumer, entry)
 
     def _arm(self, now_ms: int) -> None:
         if not self._armed:

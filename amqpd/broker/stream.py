@@ -399,16 +399,8 @@ class StreamQueue(Queue):
         try:
             log = self._stream_log
             for consumer, reader in self._readers.items():
-                channel = consumer.channel
-                while channel.can_deliver(consumer):
-                    record = reader.next_record(log, False)
-                    if record is None:
-                        break
-                    message = Message.from_stored(record.payload)
-                    tag_filter = reader.filter
-                    if tag_filter is not None and not tag_filter.matches(message):
-                        continue
-                    self._deliver(consumer, record.offset, message, None)
+                for offset, message in reader.messages_for(consumer, log, False):
+                    self._deliver(consumer, offset, message, None)
             for group in self.groups.values():
                 if group.members:
                     self._dispatch_group(group, log)
