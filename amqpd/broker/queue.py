@@ -777,6 +777,11 @@ class Queue(Destination):
         self, no_ack: bool, prefetch_count: int, prefetch_global: int, arguments: FieldTable
     ) -> None:
         """Refuse consumer arguments this kind of queue has no meaning for."""
+        if "x-stream-filter" in arguments and self.settings.partitions:
+            raise PreconditionFailed(
+                f"invalid arg 'x-stream-filter' for queue '{self.name}' in vhost "
+                f"'{self.vhost}': a partitioned queue does not filter its consumers"
+            )
         for key in ("x-stream-offset", "x-consumer-group"):
             if key in arguments:
                 raise PreconditionFailed(

@@ -243,3 +243,14 @@ def test_an_operator_lists_and_rewinds_groups_over_http(tmp_path: Path) -> None:
             channel.queue_declare("plain")
             not_stream = httpx.get(f"{base}/api/queues/%2F/plain/groups", auth=auth)
             assert not_stream.status_code == 400
+
+
+def test_a_partitioned_queue_refuses_a_filtered_consumer(
+    connection: BlockingConnection, name: str, cleanup: Cleanup
+) -> None:
+    connection.channel().queue_declare(cleanup.queue(name), arguments={"x-partitions": 2})
+    channel = connection.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        channel.basic_consume(name, Deliveries(), arguments={"x-stream-filter": "a"})
+    assert closed.value.reply_code == 406
+    assert "a partitioned queue does not filter its consumers" in closed.value.reply_text
