@@ -57,6 +57,7 @@ from amqpd.broker.lane import (
     QueueEntry,
 )
 from amqpd.broker.message import Message
+from amqpd.broker.readers import FILTER_KEY_BYTES, filter_value
 from amqpd.codec.fields import FieldTable
 from amqpd.codec.properties import (
     FLAG_EXPIRATION,
@@ -72,10 +73,6 @@ if TYPE_CHECKING:
 
 FILTER_ARGUMENT: Final = "x-stream-filter"
 MATCH_UNFILTERED_ARGUMENT: Final = "x-stream-match-unfiltered"
-FILTER_VALUE_HEADER: Final = "x-stream-filter-value"
-# The header's key as it appears inside an encoded field table (a shortstr): a message
-# whose header bytes lack it has no tag, and nothing needs decoding to know.
-_KEY_BYTES: Final = bytes((len(FILTER_VALUE_HEADER),)) + FILTER_VALUE_HEADER.encode()
 # Entries and log records looked at per dispatch call, for all filtered consumers of a
 # queue together (about a millisecond of work); the rest waits for the next wake-up.
 SCAN_ENTRIES_MAX: Final = 4096
@@ -114,7 +111,7 @@ class ConsumerFilter:
     def accepts_record(self, payload: bytes) -> tuple[bool, Message | None]:
         """Whether a log record's message is accepted, and the message if it had to be
         decoded to know."""
-        if not Message.stored_flags(payload) & FLAG_HEADERS or _KEY_BYTES not in payload:
+        if not Message.stored_flags(payload) & FLAG_HEADERS or FILTER_KEY_BYTES not in payload:
             return self.match_unfiltered, None
         message = Message.from_stored(payload)
         return self.accepts(message_tag(message)), message
@@ -122,9 +119,7 @@ class ConsumerFilter:
 
 def message_tag(message: Message) -> str | None:
     """The message's `x-stream-filter-value` (None: untagged, or not a string)."""
-    if not message.flags & FLAG_HEADERS or _KEY_BYTES not in message.header:
-        return None
-    tag = message.headers.get(FILTER_VALUE_HEADER)
+    tag = filter_value(message)
     return tag if isinstance(tag, str) else None
 
 

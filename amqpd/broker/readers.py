@@ -38,7 +38,9 @@ if TYPE_CHECKING:
 READ_RECORDS_MAX: Final = 256  # records one read takes from the log
 FILTER_VALUES_MAX: Final = 64  # values one consumer may filter on
 FILTER_HEADER: Final = "x-stream-filter-value"
-_FILTER_KEY: Final = b"\x15x-stream-filter-value"  # as it appears in an encoded table
+# The header's key as it appears inside an encoded field table (a shortstr): a message
+# whose header bytes lack it has no tag, and nothing needs decoding to know.
+FILTER_KEY_BYTES: Final = bytes((len(FILTER_HEADER),)) + FILTER_HEADER.encode()
 _OFFSET_ENTRY: Final = b"\x0fx-stream-offset" + b"l"
 _INT64: Final = struct.Struct(">q")
 
@@ -91,12 +93,8 @@ class TagFilter:
     untagged: bool
 
     def matches(self, message: Message) -> bool:
-        if not message.flags & FLAG_HEADERS or _FILTER_KEY not in message.header:
-            return self.untagged
-        tag = message.headers.get(FILTER_HEADER)
-        if tag is None:
-            return self.untagged
-        return _tag_bytes(tag) in self.tags
+        tag = tag_of(message)
+        return self.untagged if tag is None else tag in self.tags
 
 
 def _tag_bytes(value: FieldValue) -> bytes:
@@ -105,11 +103,17 @@ def _tag_bytes(value: FieldValue) -> bytes:
     return str(value).encode("utf-8", "surrogateescape")
 
 
+def filter_value(message: Message) -> FieldValue | None:
+    """The message's x-stream-filter-value header (None without one); the properties are
+    decoded only when the header's key is in the header bytes."""
+    if not message.flags & FLAG_HEADERS or FILTER_KEY_BYTES not in message.header:
+        return None
+    return message.headers.get(FILTER_HEADER)
+
+
 def tag_of(message: Message) -> bytes | None:
     """The message's x-stream-filter-value as the log's tag index keeps it."""
-    if not message.flags & FLAG_HEADERS or _FILTER_KEY not in message.header:
-        return None
-    tag = message.headers.get(FILTER_HEADER)
+    tag = filter_value(message)
     return None if tag is None else _tag_bytes(tag)
 
 
