@@ -220,8 +220,7 @@ class QueueFilters:
         if queue.settings.single_active_consumer:
             active = consumers[0]
             return active if active not in idle and active.channel.can_deliver(active) else None
-        positions = queue._round_robin_by_priority
-        if positions is None:
+        if queue._round_robin_by_priority is None:
             start = queue._round_robin
             for step in range(count):
                 index = (start + step) % count
@@ -230,22 +229,7 @@ class QueueFilters:
                     queue._round_robin = (index + 1) % count
                     return consumer
             return None
-        group_start = 0  # consumers are ordered by priority, highest first
-        while group_start < count:
-            priority = consumers[group_start].priority
-            group_end = group_start + 1
-            while group_end < count and consumers[group_end].priority == priority:
-                group_end += 1
-            size = group_end - group_start
-            start = positions.get(priority, 0)
-            for step in range(size):
-                slot = (start + step) % size
-                consumer = consumers[group_start + slot]
-                if consumer not in idle and consumer.channel.can_deliver(consumer):
-                    positions[priority] = (slot + 1) % size
-                    return consumer
-            group_start = group_end
-        return None
+        return queue._next_consumer_by_priority(idle)
 
     def _take_for(self, scan: ConsumerScan) -> QueueEntry | None:
         """Take the lowest ready entry `scan`'s consumer accepts, from the highest lane

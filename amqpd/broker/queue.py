@@ -33,7 +33,7 @@ Synchronous and pure; imports broker.* only.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import TYPE_CHECKING, ClassVar, Final
 
 from amqpd.broker.binding import Destination
@@ -886,8 +886,9 @@ class Queue(Destination):
                 return consumer
         return None
 
-    def _next_consumer_by_priority(self) -> Consumer | None:
-        """Round-robin within the highest priority that has a consumer with credit."""
+    def _next_consumer_by_priority(self, idle: Container[Consumer] = ()) -> Consumer | None:
+        """Round-robin within the highest priority that has a consumer with credit, passing
+        over those in `idle` (filtered consumers with nothing to take, filters.py)."""
         consumers = self.consumers
         positions = self._round_robin_by_priority
         assert positions is not None
@@ -903,7 +904,7 @@ class Queue(Destination):
             for step in range(size):
                 slot = (start + step) % size
                 consumer = consumers[group_start + slot]
-                if consumer.channel.can_deliver(consumer):
+                if consumer not in idle and consumer.channel.can_deliver(consumer):
                     positions[priority] = (slot + 1) % size
                     return consumer
             group_start = group_end
