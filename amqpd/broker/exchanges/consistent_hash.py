@@ -49,7 +49,7 @@ from amqpd.broker.exchanges.erlang_hash import (
     phash2,
 )
 from amqpd.broker.message import Message
-from amqpd.codec.fields import FieldTable, FieldValue, type_code, type_name
+from amqpd.codec.fields import TYPE_NAMES, FieldTable, FieldValue, type_code, type_name
 from amqpd.errors import PreconditionFailed, erlang_binary
 
 CONSISTENT_HASH_TYPE_NAME: Final = "x-consistent-hash"
@@ -60,28 +60,7 @@ HASH_PROPERTIES: Final = ("correlation_id", "message_id", "timestamp")
 _WEIGHT: Final = re.compile(r"[+-]?[0-9]+")
 
 # RabbitMQ's atom for each wire type, as its parser tags a header value.
-_TYPE_ATOMS: Final[dict[str, Atom]] = {
-    code: Atom(name)
-    for code, name in {
-        "t": "bool",
-        "b": "byte",
-        "B": "unsignedbyte",
-        "s": "short",
-        "u": "unsignedshort",
-        "I": "signedint",
-        "i": "unsignedint",
-        "l": "long",
-        "f": "float",
-        "d": "double",
-        "D": "decimal",
-        "S": "longstr",
-        "A": "array",
-        "T": "timestamp",
-        "F": "table",
-        "V": "void",
-        "x": "binary",
-    }.items()
-}
+_TYPE_ATOMS: Final[dict[str, Atom]] = {code: Atom(name) for code, name in TYPE_NAMES.items()}
 
 
 def weight_of(routing_key: str) -> int:
