@@ -24,8 +24,9 @@ from amqpd.broker.exchanges.delayed import release_at_ms
 from amqpd.broker.message import Message
 from amqpd.broker.ports import ChannelSink, MessageLog
 from amqpd.broker.queue import Durability, Queue, QueueEntry
+from amqpd.broker.readers import parse_offset_spec
 from amqpd.broker.stats import MessageCounts
-from amqpd.broker.stream import ConsumerGroup, StreamQueue, parse_offset_spec
+from amqpd.broker.stream import ConsumerGroup, StreamQueue
 from amqpd.broker.vhost import (
     DEFAULT_EXCHANGE,
     VirtualHost,

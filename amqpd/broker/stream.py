@@ -1,35 +1,25 @@
-"""Stream queues (`x-queue-type: stream`) and the readers that consume logs without
-removing from them: stream consumers, consumer groups, and replay consumers of ordinary
-queues that keep consumed messages (`x-replay-max-age`).
+"""Stream queues (`x-queue-type: stream`) and their consumer groups.
 
 A stream is an append-only log. Publishing appends (every message, persistent or not, as
 RabbitMQ's streams do); consuming reads from a position and removes nothing, so any number
-of consumers read the same messages (broadcast). A consumer picks where it starts with
-`x-stream-offset`: first, last (the last message), next (the default), an offset, a
-timestamp (AMQP timestamp, seconds), or an interval back from now ("1h", "30m", "7D", as
-x-max-age is written). Every delivery carries the `x-stream-offset` header (long). As in
+of consumers read the same messages (broadcast). Where a consumer starts (x-stream-offset),
+its tag filter and the x-stream-offset header on each delivery are readers.py's. As in
 RabbitMQ 3.10 over AMQP 0-9-1, a stream consumer needs a prefetch (basic.qos) and manual
 acks; an ack only returns credit; basic.get, queue.purge and auto-ack are refused with 540,
-and nack/reject of a stream delivery too.
+and nack/reject of a plain reader's delivery too.
 
 Consumer groups (amqpd's own, `x-consumer-group: name`): the consumers of one group share
 the messages (each message to one member, round-robin), the group's position is kept on
 the server and resumes after a reconnect or a restart, and several groups each read every
 message once. A group's committed offset is the lowest offset not yet acked by a member
-(so a restart redelivers, flagged redelivered, what was out but unacked); it is kept in a
-small log beside the stream, one record per change, the previous record of the group
-acked so that the store deletes what is superseded. A new group starts at its first
-consumer's `x-stream-offset` (default next); `x-consumer-group-reset: true` moves an
-existing group there (the application's rewind; the management API is the operator's).
-Nack or reject with requeue gives a group's message back to the group (redelivered to a
-member), without requeue it counts as done.
-
-Tag filtering: a consumer with `x-stream-filter` (a string or a list) gets only the
-messages whose `x-stream-filter-value` header is one of them (and untagged ones with
-`x-stream-match-unfiltered: true`). The log keeps an index of the tags in each segment, so
-a reader jumps over segments that hold none of its tags without reading them; within a
-segment each message is checked exactly (RabbitMQ's filter is probabilistic; amqpd's is
-exact).
+(so a restart delivers again what was out but unacked; the server does not know those
+went out, so they are not flagged redelivered); it is kept in a small log beside the
+stream, one record per change, the previous record of the group acked so that the store
+deletes what is superseded. A new group starts at its first consumer's `x-stream-offset`
+(default next); `x-consumer-group-reset: true` moves an existing group there (the
+application's rewind; the management API is the operator's). Nack or reject with requeue
+gives a group's message back to the group (redelivered to a member, flagged), without
+requeue it counts as done. A group reads every message: a filter is refused in one.
 
 Retention (`x-max-age`, default 72 h; `x-max-length-bytes`) drops whole segments, oldest
 first: a segment goes once its newest message is older than the age, or while the stream
@@ -66,13 +56,7 @@ from amqpd.errors import FeatureNotImplemented, PreconditionFailed
 if TYPE_CHECKING:
     from amqpd.broker.consumer import Consumer
 
-__all__ = [
-    "DEFAULT_MAX_AGE_MS",
-    "ConsumerGroup",
-    "StreamQueue",
-    "parse_age_ms",
-    "parse_offset_spec",
-]
+__all__ = ["DEFAULT_MAX_AGE_MS", "ConsumerGroup", "StreamQueue", "groups_key", "stream_logs"]
 
 DEFAULT_MAX_AGE_MS: Final = 72 * 3600 * 1000  # as the managed services keep messages
 RETENTION_CHECK_MS: Final = 1000
@@ -95,7 +79,6 @@ class ConsumerGroup:
         "record_offset",
         "returned",
         "round_robin",
-        "stored",
     )
 
     def __init__(self, name: str, position: int) -> None:
@@ -106,8 +89,7 @@ class ConsumerGroup:
         self.out: set[int] = set()  # offsets delivered, not yet done
         self.returned: list[int] = []  # heap: offsets given back, delivered again first
         self.epoch = 0  # bumped by a reset: deliveries from before it no longer count
-        self.committed = position  # what the groups log says (or will, once written)
-        self.stored = position  # the committed offset last written to the groups log
+        self.committed = position  # the offset the groups log says (once written)
         self.record_offset: int | None = None  # that record's offset in the groups log
 
     def __repr__(self) -> str:
@@ -151,8 +133,6 @@ class StreamQueue(Queue):
         "max_age_ms",
         "max_length_bytes",
     )
-
-    type_name = "stream"
 
     def __init__(
         self,
@@ -435,10 +415,8 @@ class StreamQueue(Queue):
                     return
                 record = found
             group.out.add(record.offset)
-            entry = self._deliver(
-                consumer, record.offset, Message.from_stored(record.payload), group, redelivered
-            )
-            del entry
+            message = Message.from_stored(record.payload)
+            self._deliver(consumer, record.offset, message, group, redelivered)
 
     def _deliver(
         self,
@@ -447,13 +425,12 @@ class StreamQueue(Queue):
         message: Message,
         group: ConsumerGroup | None,
         redelivered: bool = False,
-    ) -> StreamEntry:
+    ) -> None:
         entry = StreamEntry(self._lanes[0], offset, with_offset_header(message, offset), group)
         if redelivered:
             entry.delivery_count = 1
         self.unacked_count += 1
         consumer.channel.deliver(consumer, entry)
-        return entry
 
     # -- groups ---------------------------------------------------------------------
 
@@ -490,9 +467,9 @@ class StreamQueue(Queue):
         """Keep the group's committed offset if it moved: one record in the groups log,
         the group's previous one acked."""
         committed = group.lowest_open()
-        group.committed = committed
-        if committed == group.stored and group.record_offset is not None:
+        if committed == group.committed and group.record_offset is not None:
             return
+        group.committed = committed
         log = self._groups_log
         if log is None:
             if self._storage is None:
@@ -501,7 +478,6 @@ class StreamQueue(Queue):
         payload = _GROUP_RECORD.pack(committed) + group.name.encode("utf-8", "surrogateescape")
         previous = group.record_offset
         group.record_offset = log.append(GROUP_RECORD_KIND, self._timers.clock_ms(), payload)
-        group.stored = committed
         if previous is not None:
             log.ack(previous)
 
