@@ -20,12 +20,6 @@ from tests.support.broker_process import BrokerProcess
 from tests.support.in_process import running_node, url_of
 
 
-@pytest.fixture
-def stream(channel: BlockingChannel, name: str, cleanup: Cleanup) -> str:
-    channel.queue_declare(cleanup.queue(name), durable=True, arguments=STREAM)
-    return name
-
-
 def member(
     connection: BlockingConnection, queue: str, group: str, prefetch: int = 10, **arguments: object
 ) -> tuple[BlockingChannel, Deliveries]:

@@ -17,15 +17,8 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from amqpd.config.model import Management, Storage
 from interop.system import free_port
 from tests.integration.helpers import Cleanup, Deliveries, connect, wait_until
+from tests.streams.conftest import STREAM
 from tests.support.in_process import running_node, url_of
-
-STREAM = {"x-queue-type": "stream"}
-
-
-@pytest.fixture
-def stream(channel: BlockingChannel, name: str, cleanup: Cleanup) -> str:
-    channel.queue_declare(cleanup.queue(name), durable=True, arguments=STREAM)
-    return name
 
 
 def publish(
