@@ -42,7 +42,6 @@ from collections.abc import Hashable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from amqpd.broker.dead_letter import REASON_EXPIRED
 from amqpd.broker.lane import WAITING, QueueEntry
 from amqpd.broker.message import Message
 from amqpd.broker.queue import REFUSED, Durability, Queue, Refused
@@ -193,18 +192,10 @@ class PartitionedQueue(Queue):
 
     def _pop_partition(self, partition: int) -> QueueEntry | None:
         """Take the next ready entry of one partition; expired ones are dead-lettered."""
-        lane = self._lanes[partition]
-        while (entry := lane.pop()) is not None:
-            self._taken(entry)
-            expires_at_ms = entry.expires_at_ms
-            if expires_at_ms is not None:
-                now_ms = self._timers.clock_ms()
-                if expires_at_ms <= now_ms:
-                    self._leave(entry, REASON_EXPIRED, now_ms)
-                    continue
-            return entry
-        self._waiting.discard(partition)
-        return None
+        entry = self._pop(self._lanes[partition].pop)
+        if entry is None:
+            self._waiting.discard(partition)
+        return entry
 
     def get(self, no_ack: bool) -> QueueEntry | None:
         """basic.get: from a partition nobody holds messages of, in turn."""

@@ -629,9 +629,11 @@ class Queue(Destination):
         self._top = 0
         return None
 
-    def _pop(self) -> QueueEntry | None:
-        """Take the next ready entry. Expired ones met on the way are dead-lettered."""
-        take = self._take
+    def _pop(self, take: Callable[[], QueueEntry | None] | None = None) -> QueueEntry | None:
+        """Take the next ready entry (from `take`, one lane's pop, if given; else the
+        queue's next). Expired ones met on the way are dead-lettered."""
+        if take is None:
+            take = self._take
         while True:
             entry = take()
             if entry is None:
